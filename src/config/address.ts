@@ -1,0 +1,77 @@
+/**
+ * Listen addresses: `host:port`, `:port`, `[v6]:port` and `unix:/path`.
+ *
+ * Parsing only; opening sockets is the server's job.
+ * @module
+ */
+
+/** Where a listener accepts connections. */
+export type ListenAddress =
+  | {
+    readonly transport: "tcp";
+    readonly hostname: string;
+    readonly port: number;
+  }
+  | { readonly transport: "unix"; readonly path: string };
+
+/** Hosts that mean "every interface" when they appear in a listen address. */
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::"]);
+
+/**
+ * Parses a listen address. `:8080` listens on every IPv4 interface, like Go
+ * and Envoy; `unix:/run/app.sock` is a Unix domain socket.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseListenAddress } from "./address.ts";
+ * parseListenAddress("127.0.0.1:15001"); // { transport: "tcp", hostname: "127.0.0.1", port: 15001 }
+ * ```
+ * @throws {RangeError} When the text is not a listen address.
+ */
+export function parseListenAddress(text: string): ListenAddress {
+  if (text.startsWith("unix:")) {
+    const path = text.slice("unix:".length);
+    if (!path.startsWith("/")) {
+      throw new RangeError(
+        `"${text}" is not a listen address (a Unix socket needs an absolute path: unix:/run/legate/app.sock)`,
+      );
+    }
+    return { transport: "unix", path };
+  }
+  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) {
+    throw new RangeError(
+      `"${text}" is not a listen address (use host:port, :port or unix:/path, e.g. 127.0.0.1:15001)`,
+    );
+  }
+  const host = match[1]!;
+  const hostname = host === ""
+    ? "0.0.0.0"
+    : host.startsWith("[")
+    ? host.slice(1, -1)
+    : host;
+  return { transport: "tcp", hostname, port };
+}
+
+/** Formats an address the way route files and logs write it. */
+export function formatListenAddress(address: ListenAddress): string {
+  if (address.transport === "unix") return `unix:${address.path}`;
+  return address.hostname.includes(":")
+    ? `[${address.hostname}]:${address.port}`
+    : `${address.hostname}:${address.port}`;
+}
+
+/**
+ * Whether two addresses cannot both be bound: the same socket, or the same
+ * port where one side listens on every interface.
+ */
+export function addressesOverlap(a: ListenAddress, b: ListenAddress): boolean {
+  if (a.transport === "unix" || b.transport === "unix") {
+    return a.transport === b.transport &&
+      formatListenAddress(a) === formatListenAddress(b);
+  }
+  if (a.port !== b.port || a.port === 0) return false;
+  return a.hostname === b.hostname || WILDCARD_HOSTS.has(a.hostname) ||
+    WILDCARD_HOSTS.has(b.hostname);
+}

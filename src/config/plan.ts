@@ -1,0 +1,123 @@
+/**
+ * Groups services by listen address into the desired state, and finds the
+ * conflicts between files: duplicate names, two TCP services or TCP and HTTP on
+ * one address, two HTTP services with the same match, overlapping binds.
+ * @module
+ */
+import {
+  addressesOverlap,
+  formatListenAddress,
+  type ListenAddress,
+} from "./address.ts";
+import { ConfigError, type SourcePosition } from "./errors.ts";
+import type { ServiceConfig } from "./service.ts";
+
+/** One listener and the services it carries. */
+export interface ListenerPlan {
+  /** `host:port` or `unix:/path`: the listener's identity across reloads. */
+  readonly key: string;
+  /** Where it listens. */
+  readonly address: ListenAddress;
+  /** What it speaks. */
+  readonly protocol: "http" | "tcp";
+  /** Its services: exactly one for TCP, one or more for HTTP. */
+  readonly services: readonly ServiceConfig[];
+}
+
+/** The desired state: every listener to run. */
+export interface Plan {
+  /** Listeners in the order their first service's file sorts. */
+  readonly listeners: readonly ListenerPlan[];
+}
+
+/**
+ * Plans listeners for `services`, or returns every conflict.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { planListeners } from "./plan.ts";
+ * const { plan, errors } = planListeners(services);
+ * ```
+ */
+export function planListeners(
+  services: readonly ServiceConfig[],
+): { plan: Plan; errors: ConfigError[] } {
+  const errors: ConfigError[] = [];
+  const byName = new Map<string, ServiceConfig>();
+  const byKey = new Map<string, ServiceConfig[]>();
+  for (const service of services) {
+    const twin = byName.get(service.name);
+    if (twin) {
+      errors.push(conflict(
+        service.positions.name,
+        service.file === twin.file ? "name" : "",
+        `service name "${service.name}" is already used by ${twin.file}`,
+      ));
+      continue;
+    }
+    byName.set(service.name, service);
+    const key = formatListenAddress(service.listen);
+    const group = byKey.get(key) ?? [];
+    const clash = group.find((other) => !canShare(other, service));
+    if (clash) {
+      errors.push(
+        conflict(
+          service.positions.listen,
+          "listen",
+          shareProblem(clash, service, key),
+        ),
+      );
+      continue;
+    }
+    const overlap = [...byKey.entries()].find(([otherKey, others]) =>
+      otherKey !== key && addressesOverlap(others[0]!.listen, service.listen)
+    );
+    if (overlap) {
+      errors.push(conflict(
+        service.positions.listen,
+        "listen",
+        `"${key}" overlaps "${overlap[0]}" of ${
+          overlap[1][0]!.file
+        }: one of them listens on every interface of the same port (use the same address, or another port)`,
+      ));
+      continue;
+    }
+    byKey.set(key, [...group, service]);
+  }
+  const listeners = [...byKey.entries()].map(([key, group]): ListenerPlan => ({
+    key,
+    address: group[0]!.listen,
+    protocol: group[0]!.protocol,
+    services: group,
+  }));
+  return { plan: { listeners }, errors };
+}
+
+function canShare(a: ServiceConfig, b: ServiceConfig): boolean {
+  return a.protocol === "http" && b.protocol === "http" &&
+    (a.match.host !== b.match.host ||
+      a.match.pathPrefix !== b.match.pathPrefix);
+}
+
+function shareProblem(
+  existing: ServiceConfig,
+  service: ServiceConfig,
+  key: string,
+): string {
+  if (existing.protocol === "tcp" && service.protocol === "tcp") {
+    return `"${key}" is already the listener of TCP service "${existing.name}" in ${existing.file} (a TCP listener carries one service: use another port)`;
+  }
+  if (existing.protocol !== service.protocol) {
+    return `"${key}" is already an ${existing.protocol} listener of "${existing.name}" in ${existing.file} (HTTP and TCP services cannot share a listener: use another port)`;
+  }
+  const host = service.match.host ?? "any host";
+  return `"${key}" already routes ${host} with path prefix ${service.match.pathPrefix} to "${existing.name}" in ${existing.file} (give one of them another match.host or match.path_prefix)`;
+}
+
+function conflict(
+  position: SourcePosition,
+  keyPath: string,
+  detail: string,
+): ConfigError {
+  return new ConfigError(position, keyPath, detail);
+}
