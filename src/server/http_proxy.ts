@@ -1,0 +1,184 @@
+/**
+ * The HTTP request pipeline of one listener: route, pick an endpoint, adjust
+ * the request, send it, adjust the response. Failures become short plain-text
+ * responses with a `Proxy-Status` header naming legate and the error.
+ * @module
+ */
+import type { ServiceConfig, UpstreamConfig } from "../config/service.ts";
+import type { Logger } from "../log.ts";
+import type { HttpRouter, RouteMatch } from "../router/router.ts";
+import { stripPrefix } from "../router/router.ts";
+import { ProxyError, statusForError } from "../transport/errors.ts";
+import { withoutHopByHop } from "../transport/headers.ts";
+import type { HttpTransport, UpstreamResponse } from "../transport/http1.ts";
+import type { Balancer } from "../upstream/balancer.ts";
+import type { Reachability } from "../upstream/reachability.ts";
+
+/** One HTTP service as a listener routes to it. */
+export interface HttpRoute {
+  /** The service. */
+  readonly service: ServiceConfig;
+  /** What it matches. */
+  readonly match: RouteMatch;
+  /** Its endpoints. */
+  readonly balancer: Balancer<UpstreamConfig>;
+}
+
+/** What the pipeline needs besides the routes. */
+export interface HttpProxyContext {
+  /** Sends requests upstream. */
+  readonly transport: HttpTransport;
+  /** Logs failures. */
+  readonly log: Logger;
+  /** Logs endpoints going down and coming back. */
+  readonly reachability: Reachability;
+}
+
+/** Request headers that the transport or this pipeline set themselves. */
+const REQUEST_DROP = new Set(["host", "content-length", "expect"]);
+
+const STATUS_TEXT: Record<number, string> = {
+  404: "Not Found",
+  499: "Client Closed Request",
+  502: "Bad Gateway",
+  504: "Gateway Timeout",
+};
+
+/**
+ * Makes the `Deno.serve` handler of one HTTP listener. `router()` is read once
+ * per request, so a reload that swaps it never changes a request in flight.
+ */
+export function createHttpHandler(
+  router: () => HttpRouter<HttpRoute>,
+  context: HttpProxyContext,
+): Deno.ServeHandler {
+  return (request, info) => proxyRequest(request, info, router(), context);
+}
+
+async function proxyRequest(
+  request: Request,
+  info: Deno.ServeHandlerInfo,
+  router: HttpRouter<HttpRoute>,
+  context: HttpProxyContext,
+): Promise<Response> {
+  const target = requestTarget(request.url);
+  const query = target.indexOf("?");
+  const path = query < 0 ? target : target.slice(0, query);
+  const host = request.headers.get("host") ?? "";
+  const route = router.route(host, path);
+  if (!route) {
+    const services = router.routes.map((r) =>
+      `${r.service.name} (host ${
+        r.match.host ?? "*"
+      }, path ${r.match.pathPrefix})`
+    ).join(", ");
+    return errorResponse(
+      new ProxyError(
+        "destination_not_found",
+        `no service on this listener matches host "${host}" and path "${path}"; services: ${services}`,
+      ),
+    );
+  }
+  const { service } = route;
+  const forwardedTarget = service.stripPrefix
+    ? stripPrefix(service.match.pathPrefix, path) +
+      (query < 0 ? "" : target.slice(query))
+    : target;
+  const headers = forwardHeaders(request, info, host);
+  const lengthHeader = request.headers.get("content-length");
+  const bodyLength = lengthHeader !== null && /^\d+$/.test(lengthHeader)
+    ? Number(lengthHeader)
+    : null;
+
+  let failure: ProxyError | undefined;
+  for (const endpoint of route.balancer.candidates()) {
+    headers.set(
+      "host",
+      service.preserveHost && host !== "" ? host : endpoint.authority,
+    );
+    let response: UpstreamResponse;
+    try {
+      response = await context.transport.send(endpoint, {
+        method: request.method,
+        target: forwardedTarget,
+        headers,
+        body: request.body,
+        bodyLength,
+        signal: request.signal,
+      }, service.timeouts);
+    } catch (error) {
+      failure = error instanceof ProxyError
+        ? error
+        : new ProxyError("proxy_internal_error", String(error), {
+          cause: error,
+        });
+      if (failure.source === "upstream") {
+        context.reachability.failed(
+          service.name,
+          endpoint.url,
+          failure.message,
+        );
+      }
+      if (failure.retryable) continue;
+      break;
+    }
+    context.reachability.succeeded(service.name, endpoint.url);
+    const responseHeaders = withoutHopByHop(response.headers);
+    responseHeaders.append("via", "1.1 legate");
+    return new Response(response.body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: responseHeaders,
+    });
+  }
+  if (failure!.kind === "client_gone") {
+    context.log.debug("client went away", {
+      service: service.name,
+      reason: failure!.message,
+    });
+  } else if (failure!.source !== "upstream") {
+    context.log.error("request failed", {
+      service: service.name,
+      reason: failure!.message,
+    });
+  }
+  return errorResponse(failure!);
+}
+
+/** The request target exactly as the client sent it: path and query, undecoded. */
+function requestTarget(url: string): string {
+  const slash = url.indexOf("/", url.indexOf("//") + 2);
+  return slash < 0 ? "/" : url.slice(slash);
+}
+
+function forwardHeaders(
+  request: Request,
+  info: Deno.ServeHandlerInfo,
+  host: string,
+): Headers {
+  const headers = withoutHopByHop(request.headers, REQUEST_DROP);
+  const remote = info.remoteAddr as Deno.Addr;
+  if (remote.transport === "tcp" || remote.transport === "udp") {
+    const previous = headers.get("x-forwarded-for");
+    headers.set(
+      "x-forwarded-for",
+      previous ? `${previous}, ${remote.hostname}` : remote.hostname,
+    );
+  }
+  headers.set("x-forwarded-proto", "http");
+  if (host !== "") headers.set("x-forwarded-host", host);
+  headers.append("via", "1.1 legate");
+  return headers;
+}
+
+function errorResponse(error: ProxyError): Response {
+  const status = statusForError(error);
+  const text = STATUS_TEXT[status] ?? "Error";
+  return new Response(`legate: ${status} ${text}: ${error.message}\n`, {
+    status,
+    headers: {
+      "content-type": "text/plain; charset=utf-8",
+      "proxy-status": `legate; error=${error.kind}`,
+    },
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * Opening upstream connections with a deadline: TCP, TLS or a Unix socket.
+ * @module
+ */
+import { classifySocketError, ProxyError } from "./errors.ts";
+
+/** Where and how to connect to one upstream endpoint. */
+export interface Endpoint {
+  /** The endpoint's URL as configured; names it in logs and keys its pool. */
+  readonly url: string;
+  /** Socket address. */
+  readonly address:
+    | {
+      readonly transport: "tcp";
+      readonly hostname: string;
+      readonly port: number;
+    }
+    | { readonly transport: "unix"; readonly path: string };
+  /** Speak TLS, verifying the certificate against the hostname. */
+  readonly tls: boolean;
+  /** `host[:port]` as configured: the Host an HTTP upstream expects. */
+  readonly authority: string;
+}
+
+/**
+ * Connects to `endpoint`, failing with a `connection_timeout` ProxyError after
+ * `timeoutMs`. A connection that completes after the deadline is closed.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { connectEndpoint } from "./connect.ts";
+ * const conn = await connectEndpoint(endpoint, 5_000);
+ * ```
+ */
+export async function connectEndpoint(
+  endpoint: Endpoint,
+  timeoutMs: number,
+): Promise<Deno.Conn> {
+  const { address } = endpoint;
+  const connecting: Promise<Deno.Conn> = address.transport === "unix"
+    ? Deno.connect({ transport: "unix", path: address.path })
+    : endpoint.tls
+    ? Deno.connectTls({
+      hostname: address.hostname,
+      port: address.port,
+      alpnProtocols: ["http/1.1"],
+    })
+    : Deno.connect({ hostname: address.hostname, port: address.port });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new ProxyError(
+            "connection_timeout",
+            `connect to ${endpoint.url} took longer than ${timeoutMs}ms`,
+          ),
+        ),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([connecting, deadline]);
+  } catch (error) {
+    connecting.then((late) => late.close(), () => {});
+    throw classifySocketError(error, `connect to ${endpoint.url}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Closes a connection that may already be closed. */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed: nothing left to release.
+  }
+}
+
+/** Writes all of `data`; `Deno.Conn.write` may write only part of it. */
+export async function writeAll(
+  conn: Deno.Conn,
+  data: Uint8Array,
+): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) {
+    offset += await conn.write(offset === 0 ? data : data.subarray(offset));
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * The proxy's one error vocabulary: every failure on the way to or from an
+ * upstream becomes a {@linkcode ProxyError} with a kind, a source and a
+ * retryable flag, and one function maps it to an HTTP status.
+ * @module
+ */
+
+/**
+ * What went wrong, named after the RFC 9209 Proxy-Status error types so the
+ * `Proxy-Status` header legate sends can carry it unchanged.
+ */
+export type ProxyErrorKind =
+  | "destination_not_found"
+  | "dns_error"
+  | "connection_refused"
+  | "connection_timeout"
+  | "connection_terminated"
+  | "http_response_timeout"
+  | "http_protocol_error"
+  | "idle_timeout"
+  | "client_gone"
+  | "proxy_internal_error";
+
+/** Which side caused a failure. */
+export type ErrorSource = "upstream" | "downstream" | "internal";
+
+const SOURCES: Record<ProxyErrorKind, ErrorSource> = {
+  destination_not_found: "internal",
+  dns_error: "upstream",
+  connection_refused: "upstream",
+  connection_timeout: "upstream",
+  connection_terminated: "upstream",
+  http_response_timeout: "upstream",
+  http_protocol_error: "upstream",
+  idle_timeout: "upstream",
+  client_gone: "downstream",
+  proxy_internal_error: "internal",
+};
+
+/** Failures that happen before the upstream saw a request: always safe to retry elsewhere. */
+const RETRYABLE = new Set<ProxyErrorKind>([
+  "dns_error",
+  "connection_refused",
+  "connection_timeout",
+]);
+
+/**
+ * A failure while proxying.
+ *
+ * @example Usage
+ * ```ts
+ * import { ProxyError, statusForError } from "./errors.ts";
+ * statusForError(new ProxyError("connection_timeout", "connect to 10.0.0.1:80 took over 5s")); // 504
+ * ```
+ */
+export class ProxyError extends Error {
+  /** What went wrong. */
+  readonly kind: ProxyErrorKind;
+  /** Which side caused it. */
+  readonly source: ErrorSource;
+  /** Whether the request may be sent to another endpoint. */
+  readonly retryable: boolean;
+
+  /** Makes an error of `kind`; `message` says what happened, for logs. */
+  constructor(kind: ProxyErrorKind, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ProxyError";
+    this.kind = kind;
+    this.source = SOURCES[kind];
+    this.retryable = RETRYABLE.has(kind);
+  }
+}
+
+/**
+ * The HTTP status for a failure: 504 for upstream timeouts, 404 when no route
+ * matched, 499 (logged only) when the client went away, 502 otherwise.
+ */
+export function statusForError(error: ProxyError): number {
+  switch (error.kind) {
+    case "connection_timeout":
+    case "http_response_timeout":
+    case "idle_timeout":
+      return 504;
+    case "destination_not_found":
+      return 404;
+    case "client_gone":
+      return 499;
+    default:
+      return 502;
+  }
+}
+
+/** Classifies an error thrown by `Deno.connect` or a socket read or write. */
+export function classifySocketError(
+  error: unknown,
+  context: string,
+): ProxyError {
+  if (error instanceof ProxyError) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  if (error instanceof Deno.errors.ConnectionRefused) {
+    return new ProxyError(
+      "connection_refused",
+      `${context}: connection refused`,
+      {
+        cause: error,
+      },
+    );
+  }
+  if (error instanceof Deno.errors.TimedOut) {
+    return new ProxyError("connection_timeout", `${context}: timed out`, {
+      cause: error,
+    });
+  }
+  if (/lookup|resolve|name or service|nodename/i.test(detail)) {
+    return new ProxyError("dns_error", `${context}: ${detail}`, {
+      cause: error,
+    });
+  }
+  if (
+    error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.UnexpectedEof ||
+    error instanceof Deno.errors.BadResource ||
+    error instanceof Deno.errors.Interrupted ||
+    error instanceof Deno.errors.NotConnected
+  ) {
+    return new ProxyError("connection_terminated", `${context}: ${detail}`, {
+      cause: error,
+    });
+  }
+  return new ProxyError("connection_refused", `${context}: ${detail}`, {
+    cause: error,
+  });
+}

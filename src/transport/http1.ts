@@ -1,0 +1,761 @@
+/**
+ * The HTTP upstream transport: HTTP/1.1 over `Deno.connect`/`Deno.connectTls`
+ * with a keep-alive pool per endpoint.
+ *
+ * Bytes pass through untouched: no decompression (a gzip body arrives
+ * byte-identical with its `Content-Encoding`), no URL normalisation (the
+ * request target is sent exactly as the client wrote it), and bodies stream in
+ * both directions with Content-Length or chunked framing.
+ *
+ * This module knows sockets and HTTP framing only; routing, header policy and
+ * status mapping belong to the server.
+ * @module
+ */
+import {
+  closeQuietly,
+  connectEndpoint,
+  type Endpoint,
+  writeAll,
+} from "./connect.ts";
+import { classifySocketError, ProxyError } from "./errors.ts";
+import { IdleTimer } from "./idle_timer.ts";
+
+/** A request as the transport sends it. */
+export interface UpstreamRequest {
+  /** Method, e.g. `GET`. */
+  readonly method: string;
+  /** Request target: path and query exactly as they go on the wire. */
+  readonly target: string;
+  /** End-to-end headers, Host included; framing headers are the transport's. */
+  readonly headers: Headers;
+  /** Body, or null for none. */
+  readonly body: ReadableStream<Uint8Array> | null;
+  /** Body length when known (sent as Content-Length); null streams it chunked. */
+  readonly bodyLength: number | null;
+  /** Aborts the exchange until the response headers arrive. */
+  readonly signal: AbortSignal;
+}
+
+/** A response as the transport received it. */
+export interface UpstreamResponse {
+  /** Status code, 200–599 (1xx interim responses are consumed). */
+  readonly status: number;
+  /** Reason phrase. */
+  readonly statusText: string;
+  /** Response headers, framing headers included. */
+  readonly headers: Headers;
+  /** Body; null when the response has none (HEAD, 204, 304). */
+  readonly body: ReadableStream<Uint8Array> | null;
+}
+
+/** Timeouts for one exchange, in milliseconds. */
+export interface ExchangeTimeouts {
+  /** Opening the connection. */
+  readonly connect: number;
+  /** From the end of the request until the response headers arrive. */
+  readonly request: number;
+  /** No body bytes in either direction. */
+  readonly idle: number;
+}
+
+/** Sends HTTP requests to upstream endpoints. */
+export interface HttpTransport {
+  /**
+   * Sends `request` to `endpoint`. Rejects with a {@linkcode ProxyError}; a
+   * failure after the response headers errors the body stream instead.
+   */
+  send(
+    endpoint: Endpoint,
+    request: UpstreamRequest,
+    timeouts: ExchangeTimeouts,
+  ): Promise<UpstreamResponse>;
+  /** Closes idle pooled connections; exchanges in flight finish. */
+  close(): void;
+}
+
+/** Options of {@linkcode Http1Transport}. */
+export interface Http1TransportOptions {
+  /**
+   * Idle connections kept per endpoint.
+   * @default {64}
+   */
+  readonly maxIdlePerEndpoint?: number;
+  /**
+   * How long an idle pooled connection is kept, in milliseconds.
+   * @default {60000}
+   */
+  readonly poolIdleTimeout?: number;
+}
+
+const MAX_HEAD_BYTES = 64 * 1024;
+const READ_CHUNK_BYTES = 64 * 1024;
+const latin1 = new TextDecoder("latin1");
+const utf8 = new TextEncoder();
+
+/**
+ * HTTP/1.1 client with keep-alive pools. A request that fails on a reused
+ * connection before any response byte (the upstream closed it while idle) is
+ * retried once on a fresh connection when it has no body.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { Http1Transport } from "./http1.ts";
+ * const transport = new Http1Transport();
+ * const response = await transport.send(endpoint, request, { connect: 5000, request: 60000, idle: 60000 });
+ * ```
+ */
+export class Http1Transport implements HttpTransport {
+  readonly #idle = new Map<string, Http1Connection[]>();
+  readonly #maxIdle: number;
+  readonly #poolIdleTimeout: number;
+  readonly #sweeper: ReturnType<typeof setInterval>;
+
+  /** Makes a transport with empty pools. */
+  constructor(options: Http1TransportOptions = {}) {
+    this.#maxIdle = options.maxIdlePerEndpoint ?? 64;
+    this.#poolIdleTimeout = options.poolIdleTimeout ?? 60_000;
+    this.#sweeper = setInterval(
+      () => this.#sweep(),
+      Math.min(this.#poolIdleTimeout, 10_000),
+    );
+    Deno.unrefTimer(this.#sweeper);
+  }
+
+  async send(
+    endpoint: Endpoint,
+    request: UpstreamRequest,
+    timeouts: ExchangeTimeouts,
+  ): Promise<UpstreamResponse> {
+    const pooled = this.#take(endpoint.url);
+    if (pooled) {
+      try {
+        return await this.#exchange(pooled, endpoint, request, timeouts);
+      } catch (error) {
+        if (!(error instanceof StaleConnection) || request.body !== null) {
+          throw unwrapStale(error);
+        }
+      }
+    }
+    if (request.signal.aborted) throw clientGone(endpoint);
+    const conn = await connectEndpoint(endpoint, timeouts.connect);
+    try {
+      return await this.#exchange(
+        new Http1Connection(conn),
+        endpoint,
+        request,
+        timeouts,
+      );
+    } catch (error) {
+      throw unwrapStale(error);
+    }
+  }
+
+  close(): void {
+    clearInterval(this.#sweeper);
+    for (const list of this.#idle.values()) for (const c of list) c.close();
+    this.#idle.clear();
+  }
+
+  #take(key: string): Http1Connection | undefined {
+    const list = this.#idle.get(key);
+    const now = Date.now();
+    while (list && list.length > 0) {
+      const connection = list.pop()!;
+      if (
+        !connection.closed && now - connection.idleSince < this.#poolIdleTimeout
+      ) {
+        connection.leavePool();
+        return connection;
+      }
+      connection.close();
+    }
+    return undefined;
+  }
+
+  #release(key: string, connection: Http1Connection): void {
+    const list = this.#idle.get(key) ?? [];
+    if (list.length >= this.#maxIdle) {
+      connection.close();
+      return;
+    }
+    list.push(connection);
+    this.#idle.set(key, list);
+    connection.enterPool(() => {
+      const index = list.indexOf(connection);
+      if (index >= 0) list.splice(index, 1);
+    });
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const [key, list] of this.#idle) {
+      const keep = list.filter((c) => {
+        const fresh = !c.closed && now - c.idleSince < this.#poolIdleTimeout;
+        if (!fresh) c.close();
+        return fresh;
+      });
+      if (keep.length > 0) this.#idle.set(key, keep);
+      else this.#idle.delete(key);
+    }
+  }
+
+  async #exchange(
+    connection: Http1Connection,
+    endpoint: Endpoint,
+    request: UpstreamRequest,
+    timeouts: ExchangeTimeouts,
+  ): Promise<UpstreamResponse> {
+    const where = `${request.method} ${endpoint.url}`;
+    let failure: ProxyError | undefined;
+    const cut = (error: ProxyError) => {
+      failure ??= error;
+      connection.close();
+    };
+    // The request timeout runs from the end of the request; while a body is
+    // uploading, only the idle timeout applies.
+    let requestTimer: ReturnType<typeof setTimeout> | undefined;
+    const startRequestTimer = () => {
+      requestTimer = setTimeout(
+        () =>
+          cut(
+            new ProxyError(
+              "http_response_timeout",
+              `${where}: no response headers within ${timeouts.request}ms`,
+            ),
+          ),
+        timeouts.request,
+      );
+    };
+    const uploadIdle = request.body === null ? undefined : new IdleTimer(
+      timeouts.idle,
+      () =>
+        cut(
+          new ProxyError(
+            "idle_timeout",
+            `${where}: request body stalled for ${timeouts.idle}ms`,
+          ),
+        ),
+    );
+    const onAbort = () => cut(clientGone(endpoint));
+    request.signal.addEventListener("abort", onAbort, { once: true });
+    if (request.signal.aborted) onAbort();
+
+    let requestSent = false;
+    let headReceived = false;
+    sendRequest(connection, request, uploadIdle).then(() => {
+      requestSent = true;
+      uploadIdle?.stop();
+      if (!headReceived) startRequestTimer();
+    }, (error: unknown) => {
+      uploadIdle?.stop();
+      cut(
+        error instanceof ProxyError
+          ? error
+          : classifySocketError(error, `${where}: sending the request`),
+      );
+    });
+    let head: ResponseHead;
+    try {
+      head = await readResponseHead(connection, request.method);
+    } catch (error) {
+      connection.close();
+      if (failure) throw failure;
+      const reason = classifySocketError(error, where);
+      if (connection.reused && !connection.receivedAny) {
+        throw new StaleConnection(reason);
+      }
+      throw reason;
+    } finally {
+      headReceived = true;
+      clearTimeout(requestTimer);
+      uploadIdle?.stop();
+      request.signal.removeEventListener("abort", onAbort);
+    }
+
+    const finish = (reusable: boolean) => {
+      if (
+        reusable && requestSent && !connection.closed &&
+        connection.buffered === 0
+      ) {
+        connection.reused = true;
+        this.#release(endpoint.url, connection);
+      } else {
+        connection.close();
+      }
+    };
+    const body = head.framing.kind === "none"
+      ? null
+      : bodyStream(connection, head, timeouts.idle, where, finish);
+    if (body === null) finish(head.keepAlive);
+    return {
+      status: head.status,
+      statusText: head.statusText,
+      headers: head.headers,
+      body,
+    };
+  }
+}
+
+/** Marks a failure on a reused connection before any response byte. */
+class StaleConnection extends Error {
+  readonly reason: ProxyError;
+  constructor(reason: ProxyError) {
+    super(reason.message);
+    this.reason = reason;
+  }
+}
+
+function unwrapStale(error: unknown): unknown {
+  return error instanceof StaleConnection ? error.reason : error;
+}
+
+function clientGone(endpoint: Endpoint): ProxyError {
+  return new ProxyError(
+    "client_gone",
+    `client went away before ${endpoint.url} answered`,
+  );
+}
+
+/** One upstream connection with its read buffer. */
+class Http1Connection {
+  readonly conn: Deno.Conn;
+  buffer = new Uint8Array(16 * 1024);
+  start = 0;
+  end = 0;
+  closed = false;
+  reused = false;
+  receivedAny = false;
+  idleSince = 0;
+  /** A read issued while pooled, so a close by the upstream is noticed at once. */
+  #pendingRead: Promise<number | null> | null = null;
+  #inPool = false;
+
+  constructor(conn: Deno.Conn) {
+    this.conn = conn;
+  }
+
+  get buffered(): number {
+    return this.end - this.start;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeQuietly(this.conn);
+  }
+
+  enterPool(remove: () => void): void {
+    this.#inPool = true;
+    this.idleSince = Date.now();
+    this.receivedAny = false;
+    this.start = this.end = 0;
+    const read = this.conn.read(this.buffer);
+    this.#pendingRead = read;
+    // While pooled, any outcome of this read (EOF, reset, stray bytes) retires the connection.
+    const retire = () => {
+      if (this.#inPool) {
+        remove();
+        this.close();
+      }
+    };
+    read.then(retire, retire);
+  }
+
+  leavePool(): void {
+    this.#inPool = false;
+  }
+
+  /** Reads more bytes into the buffer; false at EOF. */
+  async fill(): Promise<boolean> {
+    if (this.start === this.end) this.start = this.end = 0;
+    if (this.end === this.buffer.length) {
+      if (this.start > 0) {
+        this.buffer.copyWithin(0, this.start, this.end);
+        this.end -= this.start;
+        this.start = 0;
+      } else {
+        const grown = new Uint8Array(this.buffer.length * 2);
+        grown.set(this.buffer);
+        this.buffer = grown;
+      }
+    }
+    let n: number | null;
+    if (this.#pendingRead) {
+      const pending = this.#pendingRead;
+      this.#pendingRead = null;
+      n = await pending;
+    } else {
+      n = await this.conn.read(this.buffer.subarray(this.end));
+    }
+    if (n === null) return false;
+    this.receivedAny = true;
+    this.end += n;
+    return true;
+  }
+
+  /** Copies out up to `max` buffered bytes, or reads a fresh chunk; null at EOF. */
+  async readChunk(max: number): Promise<Uint8Array | null> {
+    if (this.end > this.start) {
+      const n = Math.min(max, this.end - this.start);
+      const chunk = this.buffer.slice(this.start, this.start + n);
+      this.start += n;
+      return chunk;
+    }
+    const chunk = new Uint8Array(Math.min(max, READ_CHUNK_BYTES));
+    const n = await this.conn.read(chunk);
+    return n === null ? null : chunk.subarray(0, n);
+  }
+
+  /** Reads one CRLF-terminated line (without the CRLF); null at EOF. */
+  async readLine(): Promise<string | null> {
+    while (true) {
+      const index = this.buffer.subarray(this.start, this.end).indexOf(10);
+      if (index >= 0) {
+        const lineEnd = this.start + index;
+        const text = latin1.decode(
+          this.buffer.subarray(
+            this.start,
+            lineEnd > this.start && this.buffer[lineEnd - 1] === 13
+              ? lineEnd - 1
+              : lineEnd,
+          ),
+        );
+        this.start = lineEnd + 1;
+        return text;
+      }
+      if (this.end - this.start > MAX_HEAD_BYTES) {
+        throw new ProxyError(
+          "http_protocol_error",
+          "upstream sent a line longer than 64 KiB",
+        );
+      }
+      if (!(await this.fill())) return null;
+    }
+  }
+}
+
+function encodeLatin1(text: string): Uint8Array {
+  // Header values are ByteStrings: one byte per code unit, never UTF-8.
+  // deno-lint-ignore no-control-regex
+  if (/^[\x00-\x7f]*$/.test(text)) return utf8.encode(text);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return bytes;
+}
+
+const BODYLESS_METHODS = new Set([
+  "GET",
+  "HEAD",
+  "DELETE",
+  "OPTIONS",
+  "TRACE",
+  "CONNECT",
+]);
+
+async function sendRequest(
+  connection: Http1Connection,
+  request: UpstreamRequest,
+  progress: IdleTimer | undefined,
+): Promise<void> {
+  let head = `${request.method} ${request.target} HTTP/1.1\r\n`;
+  for (const [name, value] of request.headers) head += `${name}: ${value}\r\n`;
+  const { body } = request;
+  if (body === null) {
+    if (!BODYLESS_METHODS.has(request.method)) head += "content-length: 0\r\n";
+    await writeAll(connection.conn, encodeLatin1(head + "\r\n"));
+    return;
+  }
+  const chunked = request.bodyLength === null;
+  head += chunked
+    ? "transfer-encoding: chunked\r\n"
+    : `content-length: ${request.bodyLength}\r\n`;
+  await writeAll(connection.conn, encodeLatin1(head + "\r\n"));
+  const reader = body.getReader();
+  while (true) {
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (error) {
+      throw new ProxyError(
+        "client_gone",
+        `client request body failed: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    if (chunk.done) break;
+    if (chunk.value.length === 0) continue;
+    progress?.touch();
+    try {
+      await writeAll(
+        connection.conn,
+        chunked ? frameChunk(chunk.value) : chunk.value,
+      );
+    } catch (error) {
+      reader.cancel(error).catch(() => {});
+      throw error;
+    }
+  }
+  if (chunked) await writeAll(connection.conn, utf8.encode("0\r\n\r\n"));
+}
+
+function frameChunk(data: Uint8Array): Uint8Array {
+  const size = utf8.encode(`${data.length.toString(16)}\r\n`);
+  const framed = new Uint8Array(size.length + data.length + 2);
+  framed.set(size);
+  framed.set(data, size.length);
+  framed[framed.length - 2] = 13;
+  framed[framed.length - 1] = 10;
+  return framed;
+}
+
+type Framing =
+  | { kind: "none" }
+  | { kind: "length"; length: number }
+  | { kind: "chunked" }
+  | { kind: "close" };
+
+interface ResponseHead {
+  status: number;
+  statusText: string;
+  headers: Headers;
+  framing: Framing;
+  keepAlive: boolean;
+}
+
+async function readResponseHead(
+  connection: Http1Connection,
+  method: string,
+): Promise<ResponseHead> {
+  while (true) {
+    const head = await readHeadBlock(connection);
+    const lines = head.split("\r\n");
+    const statusLine = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0]!);
+    if (!statusLine) {
+      throw new ProxyError(
+        "http_protocol_error",
+        `upstream sent an invalid status line: ${
+          JSON.stringify(lines[0]!.slice(0, 80))
+        }`,
+      );
+    }
+    const status = Number(statusLine[2]);
+    const headers = new Headers();
+    for (const line of lines.slice(1)) {
+      const colon = line.indexOf(":");
+      if (colon <= 0 || /\s/.test(line[colon - 1]!) || /^\s/.test(line)) {
+        throw new ProxyError(
+          "http_protocol_error",
+          `upstream sent an invalid header line: ${
+            JSON.stringify(line.slice(0, 80))
+          }`,
+        );
+      }
+      try {
+        headers.append(line.slice(0, colon), line.slice(colon + 1).trim());
+      } catch {
+        throw new ProxyError(
+          "http_protocol_error",
+          `upstream sent an invalid header: ${
+            JSON.stringify(line.slice(0, 80))
+          }`,
+        );
+      }
+    }
+    if (status >= 100 && status < 200) {
+      if (status === 101) {
+        throw new ProxyError(
+          "http_protocol_error",
+          "upstream switched protocols, which legate does not forward yet",
+        );
+      }
+      continue; // 100 Continue, 103 Early Hints: interim, the final response follows.
+    }
+    if (status > 599) {
+      throw new ProxyError(
+        "http_protocol_error",
+        `upstream sent status ${status}`,
+      );
+    }
+    const http11 = statusLine[1] === "1";
+    const connectionTokens = (headers.get("connection") ?? "").toLowerCase();
+    const framing = responseFraming(method, status, headers);
+    const keepAlive = framing.kind !== "close" &&
+      (http11
+        ? !connectionTokens.includes("close")
+        : connectionTokens.includes("keep-alive"));
+    return {
+      status,
+      statusText: statusLine[3] ?? "",
+      headers,
+      framing,
+      keepAlive,
+    };
+  }
+}
+
+async function readHeadBlock(connection: Http1Connection): Promise<string> {
+  while (true) {
+    const { buffer, start, end } = connection;
+    for (let i = start; i + 3 < end; i++) {
+      if (
+        buffer[i] === 13 && buffer[i + 1] === 10 && buffer[i + 2] === 13 &&
+        buffer[i + 3] === 10
+      ) {
+        connection.start = i + 4;
+        return latin1.decode(buffer.subarray(start, i));
+      }
+    }
+    if (end - start > MAX_HEAD_BYTES) {
+      throw new ProxyError(
+        "http_protocol_error",
+        "upstream response headers exceed 64 KiB",
+      );
+    }
+    if (!(await connection.fill())) {
+      throw new ProxyError(
+        "connection_terminated",
+        connection.receivedAny
+          ? "upstream closed the connection inside the response headers"
+          : "upstream closed the connection without responding",
+      );
+    }
+  }
+}
+
+function responseFraming(
+  method: string,
+  status: number,
+  headers: Headers,
+): Framing {
+  if (method === "HEAD" || status === 204 || status === 304) {
+    return { kind: "none" };
+  }
+  const encoding = headers.get("transfer-encoding");
+  if (encoding !== null) {
+    return /(?:^|,)\s*chunked\s*$/i.test(encoding)
+      ? { kind: "chunked" }
+      : { kind: "close" };
+  }
+  const length = headers.get("content-length");
+  if (length !== null) {
+    const values = new Set(length.split(",").map((v) => v.trim()));
+    const value = [...values][0]!;
+    if (values.size !== 1 || !/^\d+$/.test(value)) {
+      throw new ProxyError(
+        "http_protocol_error",
+        `upstream sent an invalid Content-Length: ${JSON.stringify(length)}`,
+      );
+    }
+    return { kind: "length", length: Number(value) };
+  }
+  return { kind: "close" };
+}
+
+/** The response body as a stream; `finish` learns whether the connection can be reused. */
+function bodyStream(
+  connection: Http1Connection,
+  head: ResponseHead,
+  idleMs: number,
+  where: string,
+  finish: (reusable: boolean) => void,
+): ReadableStream<Uint8Array> {
+  const { framing } = head;
+  let remaining = framing.kind === "length" ? framing.length : 0;
+  let chunkedDone = false;
+  let settled = false;
+  let idleFailure: ProxyError | undefined;
+  const idle = new IdleTimer(idleMs, () => {
+    idleFailure = new ProxyError(
+      "idle_timeout",
+      `${where}: no body bytes for ${idleMs}ms`,
+    );
+    connection.close();
+  });
+  const settle = (reusable: boolean) => {
+    if (settled) return;
+    settled = true;
+    idle.stop();
+    finish(reusable);
+  };
+  const truncated = () =>
+    new ProxyError(
+      "connection_terminated",
+      `${where}: upstream closed the connection before the body ended`,
+    );
+
+  async function next(): Promise<Uint8Array | null> {
+    switch (framing.kind) {
+      case "length": {
+        if (remaining === 0) return null;
+        const chunk = await connection.readChunk(remaining);
+        if (chunk === null) throw truncated();
+        remaining -= chunk.length;
+        return chunk;
+      }
+      case "close":
+        return await connection.readChunk(READ_CHUNK_BYTES);
+      case "none":
+        return null;
+      case "chunked": {
+        if (chunkedDone) return null;
+        if (remaining === 0) {
+          const sizeLine = await connection.readLine();
+          if (sizeLine === null) throw truncated();
+          const size = /^([0-9a-fA-F]{1,15})\s*(?:;.*)?$/.exec(sizeLine);
+          if (!size) {
+            throw new ProxyError(
+              "http_protocol_error",
+              `${where}: invalid chunk size ${
+                JSON.stringify(sizeLine.slice(0, 40))
+              }`,
+            );
+          }
+          remaining = parseInt(size[1]!, 16);
+          if (remaining === 0) {
+            // Trailers are dropped: Deno.serve cannot send them.
+            while (true) {
+              const line = await connection.readLine();
+              if (line === null) throw truncated();
+              if (line === "") break;
+            }
+            chunkedDone = true;
+            return null;
+          }
+        }
+        const chunk = await connection.readChunk(remaining);
+        if (chunk === null) throw truncated();
+        remaining -= chunk.length;
+        if (remaining === 0 && (await connection.readLine()) !== "") {
+          throw new ProxyError(
+            "http_protocol_error",
+            `${where}: chunk not followed by CRLF`,
+          );
+        }
+        return chunk;
+      }
+    }
+  }
+
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const chunk = await next();
+        if (chunk === null) {
+          controller.close();
+          settle(head.keepAlive);
+          return;
+        }
+        idle.touch();
+        controller.enqueue(chunk);
+      } catch (error) {
+        settle(false);
+        controller.error(idleFailure ?? classifySocketError(error, where));
+      }
+    },
+    cancel() {
+      settle(false);
+    },
+  }, { highWaterMark: 0 });
+}
