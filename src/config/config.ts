@@ -3,7 +3,7 @@
  * every file, plan. All errors of all files are returned at once.
  * @module
  */
-import { ConfigError, RoutesDirectoryError } from "./errors.ts";
+import { type ConfigError, RoutesDirectoryError } from "./errors.ts";
 import { processReferences, type ReferenceSource } from "./interpolate.ts";
 import { readRouteSources } from "./load.ts";
 import { type Plan, planListeners } from "./plan.ts";

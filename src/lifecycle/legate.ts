@@ -79,7 +79,7 @@ export class Legate {
   readonly listeners: readonly OpenListener[];
   readonly #transport: Http1Transport;
   readonly #log: Logger;
-  #shuttingDown = false;
+  readonly #readiness: { ready: boolean };
 
   private constructor(
     config: ConfigSnapshot,
@@ -87,7 +87,9 @@ export class Legate {
     listeners: readonly OpenListener[],
     transport: Http1Transport,
     log: Logger,
+    readiness: { ready: boolean },
   ) {
+    this.#readiness = readiness;
     this.config = config;
     this.admin = admin;
     this.listeners = listeners;
@@ -111,12 +113,12 @@ export class Legate {
     const transport = new Http1Transport();
     const reachability = new Reachability(log);
     const opened: OpenListener[] = [];
-    let legate: Legate | undefined;
+    const readiness = { ready: false };
     let admin: RunningListener | undefined;
     try {
       admin = await serveHttp(
         adminAddress,
-        createAdminHandler({ ready: () => legate?.ready ?? false }),
+        createAdminHandler({ ready: () => readiness.ready }),
       );
       for (const plan of config.plan.listeners) {
         opened.push({
@@ -146,14 +148,15 @@ export class Legate {
       }
       throw error;
     }
-    legate = new Legate(config, admin, opened, transport, log);
+    const legate = new Legate(config, admin, opened, transport, log, readiness);
+    readiness.ready = true;
     legate.#logSummary();
     return legate;
   }
 
   /** Whether legate wants traffic: listeners open and not shutting down. */
   get ready(): boolean {
-    return !this.#shuttingDown;
+    return this.#readiness.ready;
   }
 
   /**
@@ -162,7 +165,7 @@ export class Legate {
    * listener. Resolves with how many requests or connections were cut.
    */
   async shutdown(deadlineMs: number): Promise<number> {
-    this.#shuttingDown = true;
+    this.#readiness.ready = false;
     const cuts = await Promise.all(
       this.listeners.map((o) => o.listener.drain(deadlineMs)),
     );

@@ -1,0 +1,187 @@
+/**
+ * Shared test fixtures: temporary route directories, legate in-process or as
+ * a child process with the exact flags of `deno task start`, and waiting on
+ * conditions with a deadline instead of sleeping.
+ * @module
+ */
+import { join } from "node:path";
+import { Legate, Logger } from "../mod.ts";
+
+/** The repository root. */
+export const ROOT = new URL("../", import.meta.url).pathname;
+
+/** The `deno run` flags of `deno task start`, read from deno.json. */
+export const START_FLAGS: string[] = (() => {
+  const config = JSON.parse(Deno.readTextFileSync(join(ROOT, "deno.json")));
+  const words = (config.tasks.start as string).split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
+})();
+
+/** Writes `files` (name → text) into a new temporary directory. */
+export async function writeRoutes(
+  files: Record<string, string>,
+): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "legate-routes-" });
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(join(dir, name), text);
+  }
+  return dir;
+}
+
+/** A logger that keeps its lines for assertions. */
+export function memoryLogger(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return {
+    log: new Logger({
+      level: "debug",
+      format: "json",
+      write: (l) => lines.push(l),
+    }),
+    lines,
+  };
+}
+
+/** Legate started in-process on `files`, with its log lines. */
+export interface TestLegate extends AsyncDisposable {
+  readonly legate: Legate;
+  readonly lines: string[];
+  /** `host:port` of the listener of service `name`. */
+  address(name: string): string;
+}
+
+/** Starts legate in-process on route files; the admin listener takes a free port. */
+export async function startLegate(
+  files: Record<string, string>,
+): Promise<TestLegate> {
+  const routesDir = await writeRoutes(files);
+  const { log, lines } = memoryLogger();
+  const legate = await Legate.start({ routesDir, admin: "127.0.0.1:0", log });
+  return {
+    legate,
+    lines,
+    address(name) {
+      const open = legate.listeners.find((o) =>
+        o.plan.services.some((s) => s.name === name)
+      );
+      if (!open) throw new Error(`no listener for service "${name}"`);
+      const addr = open.listener.addr as Deno.NetAddr;
+      return `${addr.hostname}:${addr.port}`;
+    },
+    async [Symbol.asyncDispose]() {
+      await legate.shutdown(1_000);
+      await Deno.remove(routesDir, { recursive: true });
+    },
+  };
+}
+
+/** An HTTP server on a free loopback port. */
+export interface TestServer extends AsyncDisposable {
+  readonly url: string;
+  readonly port: number;
+}
+
+/** Starts `handler` on 127.0.0.1 with a free port. */
+export function startServer(handler: Deno.ServeHandler): TestServer {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    handler,
+  );
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    port: server.addr.port,
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
+
+/** A loopback port that was free a moment ago. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Polls `condition` until it holds, failing after `timeoutMs`. */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** A stream of `total` bytes in `chunk`-sized pieces, made as it is read. */
+export function generatedStream(
+  total: number,
+  chunk = 64 * 1024,
+): ReadableStream<Uint8Array> {
+  let sent = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (sent >= total) {
+        controller.close();
+        return;
+      }
+      const size = Math.min(chunk, total - sent);
+      const bytes = new Uint8Array(size);
+      for (let i = 0; i < size; i++) bytes[i] = (sent + i) & 0xff;
+      sent += size;
+      controller.enqueue(bytes);
+    },
+  });
+}
+
+/** Reads a stream to its end, returning the byte count and whether the bytes match `generatedStream`. */
+export async function drainGenerated(
+  stream: ReadableStream<Uint8Array>,
+): Promise<{ bytes: number; intact: boolean }> {
+  let bytes = 0;
+  let intact = true;
+  for await (const chunk of stream) {
+    for (let i = 0; i < chunk.length; i++) {
+      if (chunk[i] !== ((bytes + i) & 0xff)) intact = false;
+    }
+    bytes += chunk.length;
+  }
+  return { bytes, intact };
+}
+
+/** Runs the legate CLI with the flags of `deno task start`, from a temporary working directory. */
+export function legateCommand(
+  args: string[],
+  env: Record<string, string> = {},
+): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", ...START_FLAGS, join(ROOT, "main.ts"), ...args],
+    cwd: Deno.makeTempDirSync({ prefix: "legate-cwd-" }),
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+/** A raw HTTP/1.1 exchange over one TCP connection, for what fetch would hide. */
+export async function rawHttp(
+  address: string,
+  request: string,
+): Promise<string> {
+  const [hostname, port] = address.split(":");
+  const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+  await conn.write(new TextEncoder().encode(request));
+  let text = "";
+  const buffer = new Uint8Array(65536);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    text += new TextDecoder().decode(buffer.subarray(0, n));
+  }
+  conn.close();
+  return text;
+}
