@@ -60,10 +60,12 @@ export function planListeners(
     const group = byKey.get(key) ?? [];
     const clash = group.find((other) => !canShare(other, service));
     if (clash) {
+      const sameMatch = clash.protocol === "http" &&
+        service.protocol === "http";
       errors.push(
         conflict(
-          service.positions.listen,
-          "listen",
+          sameMatch ? service.positions.match : service.positions.listen,
+          sameMatch ? "match" : "listen",
           shareProblem(clash, service, key),
         ),
       );
@@ -108,10 +110,10 @@ function shareProblem(
     return `"${key}" is already the listener of TCP service "${existing.name}" in ${existing.file} (a TCP listener carries one service: use another port)`;
   }
   if (existing.protocol !== service.protocol) {
-    return `"${key}" is already an ${existing.protocol} listener of "${existing.name}" in ${existing.file} (HTTP and TCP services cannot share a listener: use another port)`;
+    return `"${key}" is already the ${existing.protocol.toUpperCase()} listener of "${existing.name}" in ${existing.file} (HTTP and TCP services cannot share a listener: use another port)`;
   }
   const host = service.match.host ?? "any host";
-  return `"${key}" already routes ${host} with path prefix ${service.match.pathPrefix} to "${existing.name}" in ${existing.file} (give one of them another match.host or match.path_prefix)`;
+  return `${host} with path prefix ${service.match.pathPrefix} on "${key}" is already routed to "${existing.name}" in ${existing.file} (give one of them another match.host or match.path_prefix)`;
 }
 
 function conflict(

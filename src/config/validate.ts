@@ -64,7 +64,11 @@ export function validateRouteFile(
   const errors: ConfigError[] = [];
   for (const error of documents.flatMap((d) => d.errors)) {
     errors.push(
-      new ConfigError(at(error.pos[0]), "", yamlMessage(error.message)),
+      new ConfigError(
+        at(error.pos[0]),
+        "",
+        yamlMessage(error.message, source.text, error.pos[0]),
+      ),
     );
   }
   if (errors.length > 0) return { errors };
@@ -75,8 +79,8 @@ export function validateRouteFile(
       "a route file holds one service: remove the second YAML document (after ---) or move it to its own file",
     );
   }
-  const document = documents[0]!;
-  if (document.contents === null) {
+  const document = documents[0];
+  if (document === undefined || document.contents === null) {
     return fail(
       at(0),
       "",
@@ -115,8 +119,18 @@ function fail(
 }
 
 /** yaml's messages end with " at line L, column C": the position is ours to print. */
-function yamlMessage(message: string): string {
-  return message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "");
+function yamlMessage(message: string, text: string, offset: number): string {
+  const detail = message.split("\n")[0]!.replace(
+    / at line \d+, column \d+:?$/,
+    "",
+  );
+  // `${...}` inside [ ] or { } reads as a YAML flow mapping unless quoted.
+  const lineStart = text.lastIndexOf("\n", offset - 1) + 1;
+  const lineEnd = text.indexOf("\n", offset);
+  const line = text.slice(lineStart, lineEnd < 0 ? undefined : lineEnd);
+  return line.includes("${") && /[[{]/.test(line)
+    ? `${detail} (quote values that hold \${...} inside [ ] or { }: '\${NAME}')`
+    : detail;
 }
 
 function interpolateStrings(
@@ -346,7 +360,9 @@ function buildService(
           new ConfigError(
             position(...path),
             formatKeyPath(path),
-            `"${upstream.config.url}" is not a ${protocol} upstream (use ${
+            `"${upstream.config.url}" is not ${
+              protocol === "http" ? "an HTTP" : "a TCP"
+            } upstream (use ${
               protocol === "http"
                 ? "http:// or https://"
                 : "tcp://, tls:// or unix:"

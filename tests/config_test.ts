@@ -1,0 +1,252 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadConfig, RoutesDirectoryError } from "../mod.ts";
+import { routeSchemaText } from "../scripts/generate_schema.ts";
+import { ROOT, writeRoutes } from "./_helpers.ts";
+
+const noReferences = {
+  env: (name: string) =>
+    ({ USERS_PORT: "8080", EMPTY: "" } as Record<string, string>)[name],
+  readFile: (path: string) => {
+    if (path === "/run/secrets/token") return "s3cret\n";
+    throw new Deno.errors.NotFound(path);
+  },
+};
+
+async function errorsOf(files: Record<string, string>): Promise<string[]> {
+  const dir = await writeRoutes(files);
+  try {
+    const result = await loadConfig(dir, noReferences);
+    return (result.errors ?? []).map((e) => e.message.replace(`${dir}/`, ""));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("reports every error of every file at once, each with file:line:column", async () => {
+  const errors = await errorsOf({
+    "users.yaml": [
+      "listen: 127.0.0.1:15001",
+      "upstreams:",
+      "  - http://users-1:8080",
+      "  - htp://x",
+      "  - url: http://users-2:8080",
+      "    wieght: 3",
+      "timeouts: { conect: 2s, idle: 5 seconds }",
+      "retries: 3",
+      "",
+    ].join("\n"),
+    "broken.yaml": "listen: [1\n",
+    "types.yml":
+      "listen: 15001\nupstreams: http://a\nstrip_prefix: yes please\n",
+  });
+  assert.deepEqual(errors, [
+    "broken.yaml:2:1: Flow sequence in block collection must be sufficiently indented and end with a ]",
+    "types.yml:1:9: listen: expected a string, got 15001",
+    'types.yml:2:12: upstreams: expected an array, got "http://a"',
+    'types.yml:3:15: strip_prefix: expected a boolean, got "yes please"',
+    'users.yaml:4:5: upstreams[1]: "htp://x" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, or unix:/path)',
+    'users.yaml:6:5: upstreams[2]: unknown key "wieght" (did you mean "weight"?)',
+    'users.yaml:7:13: timeouts: unknown key "conect" (did you mean "connect"?)',
+    'users.yaml:7:31: timeouts.idle: "5 seconds" is not a duration (use a number and a unit: 250ms, 2s, 5m, 1h)',
+    'users.yaml:8:1: unknown key "retries" (valid keys: name, listen, protocol, upstreams, match, strip_prefix, preserve_host, timeouts)',
+  ]);
+});
+
+Deno.test("names missing keys, empty files, bad listen addresses and misplaced HTTP keys", async () => {
+  const errors = await errorsOf({
+    "a-empty.yaml": "# nothing yet\n",
+    "b-missing.yaml": "upstreams: [http://a]\n",
+    "c-listen.yaml": "listen: localhost\nupstreams: [http://a]\n",
+    "d-tcp.yaml":
+      "listen: :6379\nupstreams: [tcp://redis:6379]\nmatch: { host: a }\ntimeouts: { request: 1s }\n",
+    "e-mixed.yaml": "listen: :1\nupstreams: [http://a, tcp://b:1]\n",
+    "f-protocol.yaml": "listen: :2\nprotocol: http\nupstreams: [tcp://b:1]\n",
+    "g-strip.yaml": "listen: :3\nupstreams: [http://a]\nstrip_prefix: true\n",
+    "h-two.yaml": "listen: :4\nupstreams: [http://a]\n---\nlisten: :5\n",
+    "i-list.yaml": "- listen: :6\n",
+    "j-weight.yaml": "listen: :7\nupstreams: [{ url: http://a, weight: 0 }]\n",
+  });
+  assert.deepEqual(errors, [
+    "a-empty.yaml:1:1: file is empty (a route file needs at least listen and upstreams)",
+    'b-missing.yaml:1:1: missing required key "listen"',
+    'c-listen.yaml:1:9: listen: "localhost" is not a listen address (use host:port, :port or unix:/path, e.g. 127.0.0.1:15001)',
+    "d-tcp.yaml:3:8: match: applies to HTTP services only; this service is tcp",
+    "d-tcp.yaml:4:22: timeouts.request: applies to HTTP services only; TCP connections use timeouts.idle",
+    "e-mixed.yaml:2:12: upstreams: mixes HTTP (http://, https://) and TCP (tcp://, tls://, unix:) upstreams: a service speaks one protocol",
+    'f-protocol.yaml:3:13: upstreams[0]: "tcp://b:1" is not an HTTP upstream (use http:// or https://)',
+    "g-strip.yaml:3:15: strip_prefix: needs match.path_prefix: there is no prefix to strip",
+    "h-two.yaml:3:1: a route file holds one service: remove the second YAML document (after ---) or move it to its own file",
+    "i-list.yaml:1:1: a route file is a mapping of keys such as listen: and upstreams:",
+    "j-weight.yaml:2:38: upstreams[0].weight: 0 is below the minimum 1",
+  ]);
+});
+
+Deno.test("reports conflicts between files naming both files", async () => {
+  const errors = await errorsOf({
+    "a.yaml": "listen: 127.0.0.1:7001\nupstreams: [tcp://r:1]\n",
+    "b.yaml": "listen: 127.0.0.1:7001\nupstreams: [tcp://r:2]\n",
+    "c.yaml": "listen: 127.0.0.1:7001\nupstreams: [http://h]\n",
+    "d.yaml":
+      "listen: 127.0.0.1:7002\nupstreams: [http://h]\nmatch: { path_prefix: /x }\n",
+    "e.yaml":
+      "listen: 127.0.0.1:7002\nupstreams: [http://h]\nmatch: { path_prefix: /x/ }\n",
+    "f.yaml": "name: a\nlisten: 127.0.0.1:7003\nupstreams: [http://h]\n",
+    "g.yaml": "listen: :7002\nupstreams: [http://h]\n",
+  });
+  assert.equal(errors.length, 5, errors.join("\n"));
+  const patterns = [
+    /^b\.yaml:1:9: listen: "127\.0\.0\.1:7001" is already the listener of TCP service "a" in \S*\/a\.yaml \(a TCP listener carries one service: use another port\)$/,
+    /^c\.yaml:1:9: listen: "127\.0\.0\.1:7001" is already the TCP listener of "a" in \S*\/a\.yaml \(HTTP and TCP services cannot share a listener: use another port\)$/,
+    /^e\.yaml:3:8: match: any host with path prefix \/x on "127\.0\.0\.1:7002" is already routed to "d" in \S*\/d\.yaml \(give one of them another match\.host or match\.path_prefix\)$/,
+    /^f\.yaml:1:7: service name "a" is already used by \S*\/a\.yaml$/,
+    /^g\.yaml:1:9: listen: "0\.0\.0\.0:7002" overlaps "127\.0\.0\.1:7002" of \S*\/d\.yaml: one of them listens on every interface of the same port/,
+  ];
+  patterns.forEach((pattern, i) => assert.match(errors[i]!, pattern));
+});
+
+Deno.test("resolves ${VAR}, ${VAR:-default} and ${file:...}; a missing reference is an error", async () => {
+  const dir = await writeRoutes({
+    "users.yaml":
+      "listen: 127.0.0.1:${LISTEN_PORT:-15001}\nupstreams: ['http://users:${USERS_PORT}']\n",
+    "token.yaml":
+      "name: tok-${file:/run/secrets/token}\nlisten: :2\nupstreams: ['http://a:$${x}']\n",
+  });
+  const result = await loadConfig(dir, noReferences);
+  assert.equal(
+    result.errors?.[0]?.detail,
+    '"http://a:${x}" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, or unix:/path)',
+  );
+  await Deno.writeTextFile(
+    join(dir, "token.yaml"),
+    "name: tok-${file:/run/secrets/token}\nlisten: :2\nupstreams: [http://a]\n",
+  );
+  const ok = await loadConfig(dir, noReferences);
+  assert.deepEqual(
+    ok.config?.services.map((s) => [s.name, s.upstreams[0]!.url, s.listen]),
+    [
+      ["tok-s3cret", "http://a", {
+        transport: "tcp",
+        hostname: "0.0.0.0",
+        port: 2,
+      }],
+      ["users", "http://users:8080", {
+        transport: "tcp",
+        hostname: "127.0.0.1",
+        port: 15001,
+      }],
+    ],
+  );
+  await Deno.remove(dir, { recursive: true });
+
+  const errors = await errorsOf({
+    "x.yaml":
+      "listen: ${NOT_SET}\nupstreams: [http://a]\nname: ${file:/missing}\nmatch: { host: '${bad name}' }\n",
+  });
+  assert.deepEqual(
+    await errorsOf({ "y.yaml": "listen: :1\nupstreams: [http://a:${PORT}]\n" }),
+    [
+      "y.yaml:2:23: Missing , or : between flow sequence items (quote values that hold ${...} inside [ ] or { }: '${NAME}')",
+    ],
+  );
+  assert.deepEqual(errors, [
+    'x.yaml:1:9: listen: environment variable "NOT_SET" is not set (set it, or give a default: ${NOT_SET:-value})',
+    'x.yaml:3:7: name: cannot read "${file:/missing}": no such file',
+    'x.yaml:4:17: match.host: "${bad name}" is not a reference (use ${NAME}, ${NAME:-default} or ${file:/path}; write $${ for a literal ${)',
+  ]);
+});
+
+Deno.test("applies documented defaults", async () => {
+  const dir = await writeRoutes({
+    "web.yaml": "listen: :8080\nupstreams: [https://web.internal]\n",
+    "db.yaml":
+      "listen: unix:/tmp/legate-db.sock\nupstreams: [unix:/run/db.sock]\n",
+  });
+  const { config } = await loadConfig(dir, noReferences);
+  const [db, web] = config!.services;
+  assert.deepEqual(web!.timeouts, {
+    connect: 5_000,
+    request: 60_000,
+    idle: 60_000,
+  });
+  assert.equal(web!.protocol, "http");
+  assert.deepEqual(web!.upstreams[0], {
+    url: "https://web.internal",
+    address: { transport: "tcp", hostname: "web.internal", port: 443 },
+    tls: true,
+    authority: "web.internal",
+    weight: 1,
+  });
+  assert.deepEqual(web!.match, { pathPrefix: "/" });
+  assert.equal(web!.stripPrefix, false);
+  assert.equal(web!.preserveHost, false);
+  assert.equal(db!.protocol, "tcp");
+  assert.equal(db!.timeouts.idle, 3_600_000);
+  assert.deepEqual(db!.listen, {
+    transport: "unix",
+    path: "/tmp/legate-db.sock",
+  });
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("follows symlinked files, skips hidden entries, reads each file of a ConfigMap mount once", async () => {
+  const dir = await Deno.makeTempDir();
+  // The layout kubelet writes for a ConfigMap volume.
+  await Deno.mkdir(join(dir, "..2026_11_26_00_00_00.000000001"));
+  await Deno.writeTextFile(
+    join(dir, "..2026_11_26_00_00_00.000000001", "users.yaml"),
+    "listen: :15001\nupstreams: [http://users]\n",
+  );
+  await Deno.symlink("..2026_11_26_00_00_00.000000001", join(dir, "..data"));
+  await Deno.symlink("..data/users.yaml", join(dir, "users.yaml"));
+  await Deno.writeTextFile(join(dir, ".hidden.yaml"), "not: valid\n");
+  await Deno.writeTextFile(join(dir, "README.md"), "not a route\n");
+  await Deno.symlink("does-not-exist.yaml", join(dir, "dangling.yaml"));
+  const { config, errors } = await loadConfig(dir, noReferences);
+  assert.equal(errors, undefined);
+  assert.deepEqual(config!.services.map((s) => s.name), ["users"]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a missing directory, a file in its place, or one without route files is a RoutesDirectoryError", async () => {
+  await assert.rejects(loadConfig("/nonexistent/routes"), (error: Error) => {
+    assert.ok(error instanceof RoutesDirectoryError);
+    assert.match(
+      error.message,
+      /^Routes directory "\/nonexistent\/routes" does not exist/,
+    );
+    return true;
+  });
+  const dir = await writeRoutes({ "notes.txt": "hello" });
+  await assert.rejects(
+    loadConfig(dir),
+    /has no route files: add one \*\.yaml file per service/,
+  );
+  await assert.rejects(
+    loadConfig(join(dir, "notes.txt")),
+    /is not a directory/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("the shipped JSON Schema matches the zod schema (run `deno task schema` when this fails)", async () => {
+  const shipped = await Deno.readTextFile(
+    join(ROOT, "schema/route.schema.json"),
+  );
+  assert.equal(shipped, routeSchemaText());
+});
+
+Deno.test("the shipped route files are valid and point editors at the schema", async () => {
+  const { config, errors } = await loadConfig(join(ROOT, "routes"));
+  assert.equal(errors, undefined);
+  assert.ok(config!.services.length >= 2);
+  for await (const entry of Deno.readDir(join(ROOT, "routes"))) {
+    const text = await Deno.readTextFile(join(ROOT, "routes", entry.name));
+    assert.ok(
+      text.startsWith(
+        "# yaml-language-server: $schema=../schema/route.schema.json\n",
+      ),
+      `${entry.name} starts with the schema comment`,
+    );
+  }
+});
