@@ -152,7 +152,7 @@ Deno.test("resolves ${VAR}, ${VAR:-default} and ${file:...}; a missing reference
   assert.deepEqual(errors, [
     'x.yaml:1:9: listen: environment variable "NOT_SET" is not set (set it, or give a default: ${NOT_SET:-value})',
     'x.yaml:3:7: name: cannot read "${file:/missing}": no such file',
-    'x.yaml:4:17: match.host: "${bad name}" is not a reference (use ${NAME}, ${NAME:-default} or ${file:/path}; write $${ for a literal ${)',
+    'x.yaml:4:16: match.host: "${bad name}" is not a reference (use ${NAME}, ${NAME:-default} or ${file:/path}; write $${ for a literal ${)',
   ]);
 });
 
