@@ -1,0 +1,212 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { freePort, startLegate, waitFor } from "./_helpers.ts";
+
+const encoder = new TextEncoder();
+
+async function connectTo(address: string): Promise<Deno.TcpConn> {
+  const [hostname, port] = address.split(":");
+  return await Deno.connect({ hostname: hostname!, port: Number(port) });
+}
+
+async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: number[] = [];
+  const buffer = new Uint8Array(65536);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    for (let i = 0; i < n; i++) chunks.push(buffer[i]!);
+  }
+  return new Uint8Array(chunks);
+}
+
+/** A server that reads until the client half-closes, then answers with what it got and closes. */
+function startHalfCloseEcho(listener: Deno.Listener): Promise<void> {
+  return (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        const received = await readAll(conn);
+        await conn.write(encoder.encode(`got ${received.length} bytes`));
+        conn.close();
+      })();
+    }
+  })().catch(() => {});
+}
+
+async function startRedis(): Promise<
+  { port: number; stop: () => Promise<void> }
+> {
+  const port = freePort();
+  const child = new Deno.Command("redis-server", {
+    args: [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await waitFor(async () => {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return true;
+    } catch {
+      return false;
+    }
+  }, "redis-server to accept connections");
+  return {
+    port,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+async function redisCli(
+  port: number,
+  args: string[],
+  stdin?: Uint8Array,
+): Promise<string> {
+  const child = new Deno.Command("redis-cli", {
+    args: ["-h", "127.0.0.1", "-p", String(port), ...args],
+    stdin: stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin) {
+    const writer = child.stdin.getWriter();
+    await writer.write(stdin);
+    await writer.close();
+  }
+  const output = await child.output();
+  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+  return new TextDecoder().decode(output.stdout);
+}
+
+Deno.test("forwards redis-server to redis-cli: PING and a multi-megabyte SET/GET", async () => {
+  const redis = await startRedis();
+  try {
+    await using l = await startLegate({
+      "redis.yaml":
+        `listen: 127.0.0.1:0\nupstreams: [tcp://127.0.0.1:${redis.port}]\n`,
+    });
+    const port = Number(l.address("redis").split(":")[1]);
+    assert.equal(await redisCli(port, ["PING"]), "PONG\n");
+    const value = "legate-".repeat(600_000); // 4.2 MB
+    assert.equal(
+      await redisCli(port, ["-x", "SET", "big"], encoder.encode(value)),
+      "OK\n",
+    );
+    assert.equal(await redisCli(port, ["GET", "big"]), `${value}\n`);
+  } finally {
+    await redis.stop();
+  }
+});
+
+Deno.test("respects half-close: the upstream sees EOF and its reply still comes back", async () => {
+  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = startHalfCloseEcho(upstream);
+  await using l = await startLegate({
+    "echo.yaml": `listen: 127.0.0.1:0\nupstreams: [tcp://127.0.0.1:${
+      (upstream.addr as Deno.NetAddr).port
+    }]\n`,
+  });
+  const conn = await connectTo(l.address("echo"));
+  await conn.write(new Uint8Array(3 * 1024 * 1024));
+  await conn.closeWrite();
+  assert.equal(
+    new TextDecoder().decode(await readAll(conn)),
+    `got ${3 * 1024 * 1024} bytes`,
+  );
+  conn.close();
+  upstream.close();
+  await serving;
+});
+
+Deno.test("listens on and connects to Unix sockets, replacing a stale socket file", async () => {
+  const dir = await Deno.makeTempDir();
+  const upstreamPath = join(dir, "upstream.sock");
+  const listenPath = join(dir, "legate.sock");
+  // A socket file left behind by a process that is gone.
+  Deno.listen({ transport: "unix", path: listenPath }).close();
+  const upstream = Deno.listen({ transport: "unix", path: upstreamPath });
+  const serving = startHalfCloseEcho(upstream);
+  {
+    await using _l = await startLegate({
+      "local.yaml":
+        `listen: unix:${listenPath}\nupstreams: [unix:${upstreamPath}]\n`,
+    });
+    const conn = await Deno.connect({ transport: "unix", path: listenPath });
+    await conn.write(encoder.encode("hello"));
+    await conn.closeWrite();
+    assert.equal(new TextDecoder().decode(await readAll(conn)), "got 5 bytes");
+    conn.close();
+  }
+  upstream.close();
+  await serving;
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("refuses to replace a file that is not a socket", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "important.txt");
+  await Deno.writeTextFile(path, "keep me");
+  await assert.rejects(
+    startLegate({
+      "local.yaml": `listen: unix:${path}\nupstreams: [tcp://127.0.0.1:1]\n`,
+    }),
+    /Cannot listen on unix:\S+important\.txt: the path exists and is not a socket; legate will not remove it; it is the listen address of "local"/,
+  );
+  assert.equal(await Deno.readTextFile(path), "keep me");
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("closes the client's connection promptly when the upstream is down, and logs it once", async () => {
+  const down = freePort();
+  await using l = await startLegate({
+    "down.yaml": `listen: 127.0.0.1:0\nupstreams: [tcp://127.0.0.1:${down}]\n`,
+  });
+  for (let i = 0; i < 3; i++) {
+    const conn = await connectTo(l.address("down"));
+    assert.equal((await readAll(conn)).length, 0);
+    conn.close();
+  }
+  assert.equal(
+    l.lines.filter((line) => line.includes("upstream unreachable")).length,
+    1,
+  );
+});
+
+Deno.test("closes both sides when a connection is idle for timeouts.idle", async () => {
+  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let upstreamSawEof = false;
+  const serving = (async () => {
+    for await (const conn of upstream) {
+      upstreamSawEof = (await readAll(conn).catch(() =>
+        new Uint8Array()
+      )).length === 0;
+      conn.close();
+    }
+  })().catch(() => {});
+  await using l = await startLegate({
+    "idle.yaml": `listen: 127.0.0.1:0\nupstreams: [tcp://127.0.0.1:${
+      (upstream.addr as Deno.NetAddr).port
+    }]\ntimeouts: { idle: 200ms }\n`,
+  });
+  const conn = await connectTo(l.address("idle"));
+  assert.equal(
+    (await readAll(conn)).length,
+    0,
+    "legate closed the idle connection",
+  );
+  conn.close();
+  await waitFor(() => upstreamSawEof, "the upstream to see the connection end");
+  upstream.close();
+  await serving;
+});
