@@ -3,6 +3,7 @@
  * @module
  */
 import { classifySocketError, ProxyError } from "./errors.ts";
+import { schedule } from "./timer_wheel.ts";
 
 /** Where and how to connect to one upstream endpoint. */
 export interface Endpoint {
@@ -46,9 +47,10 @@ export async function connectEndpoint(
       alpnProtocols: ["http/1.1"],
     })
     : Deno.connect({ hostname: address.hostname, port: address.port });
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancel: (() => void) | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
+    cancel = schedule(
+      timeoutMs,
       () =>
         reject(
           new ProxyError(
@@ -56,7 +58,6 @@ export async function connectEndpoint(
             `connect to ${endpoint.url} took longer than ${timeoutMs}ms`,
           ),
         ),
-      timeoutMs,
     );
   });
   try {
@@ -65,7 +66,7 @@ export async function connectEndpoint(
     connecting.then((late) => late.close(), () => {});
     throw classifySocketError(error, `connect to ${endpoint.url}`);
   } finally {
-    clearTimeout(timer);
+    cancel?.();
   }
 }
 

@@ -19,6 +19,7 @@ import {
 } from "./connect.ts";
 import { classifySocketError, ProxyError } from "./errors.ts";
 import { IdleTimer } from "./idle_timer.ts";
+import { schedule } from "./timer_wheel.ts";
 
 /** A request as the transport sends it. */
 export interface UpstreamRequest {
@@ -44,8 +45,11 @@ export interface UpstreamResponse {
   readonly statusText: string;
   /** Response headers, framing headers included. */
   readonly headers: Headers;
-  /** Body; null when the response has none (HEAD, 204, 304). */
-  readonly body: ReadableStream<Uint8Array> | null;
+  /**
+   * Body: bytes when small (up to 16 KiB with a Content-Length), a stream
+   * otherwise, null when the response has none (HEAD, 204, 304).
+   */
+  readonly body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
 }
 
 /** Timeouts for one exchange, in milliseconds. */
@@ -88,6 +92,7 @@ export interface Http1TransportOptions {
 }
 
 const MAX_HEAD_BYTES = 64 * 1024;
+const SMALL_BODY_BYTES = 16 * 1024;
 const READ_CHUNK_BYTES = 64 * 1024;
 const latin1 = new TextDecoder("latin1");
 const utf8 = new TextEncoder();
@@ -213,9 +218,10 @@ export class Http1Transport implements HttpTransport {
     };
     // The request timeout runs from the end of the request; while a body is
     // uploading, only the idle timeout applies.
-    let requestTimer: ReturnType<typeof setTimeout> | undefined;
+    let cancelRequestTimer: (() => void) | undefined;
     const startRequestTimer = () => {
-      requestTimer = setTimeout(
+      cancelRequestTimer = schedule(
+        timeouts.request,
         () =>
           cut(
             new ProxyError(
@@ -223,7 +229,6 @@ export class Http1Transport implements HttpTransport {
               `${where}: no response headers within ${timeouts.request}ms`,
             ),
           ),
-        timeouts.request,
       );
     };
     const uploadIdle = request.body === null ? undefined : new IdleTimer(
@@ -255,8 +260,17 @@ export class Http1Transport implements HttpTransport {
       );
     });
     let head: ResponseHead;
+    let smallBody: Uint8Array<ArrayBuffer> | undefined;
     try {
       head = await readResponseHead(connection, request.method);
+      // A small body is read at once and handed over as bytes: a stream per
+      // response costs more than the body itself.
+      if (
+        head.framing.kind === "length" &&
+        head.framing.length <= SMALL_BODY_BYTES
+      ) {
+        smallBody = await connection.readExactly(head.framing.length);
+      }
     } catch (error) {
       connection.close();
       if (failure) throw failure;
@@ -267,7 +281,7 @@ export class Http1Transport implements HttpTransport {
       throw reason;
     } finally {
       headReceived = true;
-      clearTimeout(requestTimer);
+      cancelRequestTimer?.();
       uploadIdle?.stop();
       request.signal.removeEventListener("abort", onAbort);
     }
@@ -283,10 +297,11 @@ export class Http1Transport implements HttpTransport {
         connection.close();
       }
     };
-    const body = head.framing.kind === "none"
-      ? null
-      : bodyStream(connection, head, timeouts.idle, where, finish);
-    if (body === null) finish(head.keepAlive);
+    const body = smallBody ??
+      (head.framing.kind === "none"
+        ? null
+        : bodyStream(connection, head, timeouts.idle, where, finish));
+    if (!(body instanceof ReadableStream)) finish(head.keepAlive);
     return {
       status: head.status,
       statusText: head.statusText,
@@ -406,6 +421,21 @@ class Http1Connection {
     return n === null ? null : chunk.subarray(0, n);
   }
 
+  /** Reads exactly `length` bytes; throws when the upstream ends first. */
+  async readExactly(length: number): Promise<Uint8Array<ArrayBuffer>> {
+    while (this.end - this.start < length) {
+      if (!(await this.fill())) {
+        throw new ProxyError(
+          "connection_terminated",
+          "upstream closed the connection before the body ended",
+        );
+      }
+    }
+    const bytes = this.buffer.slice(this.start, this.start + length);
+    this.start += length;
+    return bytes;
+  }
+
   /** Reads one CRLF-terminated line (without the CRLF); null at EOF. */
   async readLine(): Promise<string | null> {
     while (true) {
@@ -471,6 +501,7 @@ async function sendRequest(
     : `content-length: ${request.bodyLength}\r\n`;
   await writeAll(connection.conn, encodeLatin1(head + "\r\n"));
   const reader = body.getReader();
+  const framing = { bytes: new Uint8Array(0) };
   while (true) {
     let chunk: ReadableStreamReadResult<Uint8Array>;
     try {
@@ -490,7 +521,7 @@ async function sendRequest(
     try {
       await writeAll(
         connection.conn,
-        chunked ? frameChunk(chunk.value) : chunk.value,
+        chunked ? frameChunk(chunk.value, framing) : chunk.value,
       );
     } catch (error) {
       reader.cancel(error).catch(() => {});
@@ -500,14 +531,24 @@ async function sendRequest(
   if (chunked) await writeAll(connection.conn, utf8.encode("0\r\n\r\n"));
 }
 
-function frameChunk(data: Uint8Array): Uint8Array {
-  const size = utf8.encode(`${data.length.toString(16)}\r\n`);
-  const framed = new Uint8Array(size.length + data.length + 2);
-  framed.set(size);
+/**
+ * Frames `data` as one chunk in `buffer`, reused across the chunks of one
+ * body (each write completes before the next chunk is framed), so an upload
+ * allocates nothing per chunk. Returns the framed bytes.
+ */
+function frameChunk(
+  data: Uint8Array,
+  buffer: { bytes: Uint8Array },
+): Uint8Array {
+  const size = `${data.length.toString(16)}\r\n`;
+  const length = size.length + data.length + 2;
+  if (buffer.bytes.length < length) buffer.bytes = new Uint8Array(length);
+  const framed = buffer.bytes;
+  utf8.encodeInto(size, framed);
   framed.set(data, size.length);
-  framed[framed.length - 2] = 13;
-  framed[framed.length - 1] = 10;
-  return framed;
+  framed[length - 2] = 13;
+  framed[length - 1] = 10;
+  return framed.subarray(0, length);
 }
 
 type Framing =

@@ -4,11 +4,12 @@
  * so a busy stream costs no timer churn.
  * @module
  */
+import { type Cancel, schedule } from "./timer_wheel.ts";
 
 /** Calls `onIdle` once no `touch()` happened for `idleMs`. */
 export class IdleTimer {
   #last = Date.now();
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #cancel: Cancel | undefined;
   readonly #idleMs: number;
   readonly #onIdle: () => void;
 
@@ -26,19 +27,19 @@ export class IdleTimer {
 
   /** Stops the timer for good. */
   stop(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#cancel?.();
+    this.#cancel = undefined;
   }
 
   #arm(delay: number): void {
-    this.#timer = setTimeout(() => {
+    this.#cancel = schedule(delay, () => {
       const quiet = Date.now() - this.#last;
       if (quiet >= this.#idleMs) {
-        this.#timer = undefined;
+        this.#cancel = undefined;
         this.#onIdle();
       } else {
         this.#arm(this.#idleMs - quiet);
       }
-    }, delay);
+    });
   }
 }

