@@ -472,3 +472,64 @@ upstreams:
     `weights 3:1 give ${JSON.stringify(counts)}`,
   );
 });
+
+Deno.test("answers 502 when the upstream does not speak HTTP", async () => {
+  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  (async () => {
+    for await (const conn of upstream) {
+      await conn.read(new Uint8Array(4096));
+      await conn.write(new TextEncoder().encode("SSH-2.0-OpenSSH_9.6\r\n\r\n"));
+      conn.close();
+    }
+  })();
+  await using l = await startLegate({
+    "svc.yaml": route(
+      `http://127.0.0.1:${(upstream.addr as Deno.NetAddr).port}`,
+    ),
+  });
+  const response = await fetch(`http://${l.address("svc")}/`);
+  assert.equal(response.status, 502);
+  assert.equal(
+    response.headers.get("proxy-status"),
+    "legate; error=http_protocol_error",
+  );
+  assert.match(
+    await response.text(),
+    /invalid status line: "SSH-2\.0-OpenSSH_9\.6"/,
+  );
+  upstream.close();
+});
+
+Deno.test("a client that goes away mid-upload ends the upstream's request body", async () => {
+  let upstreamOutcome = "";
+  await using upstream = startServer(async (req) => {
+    try {
+      await drainGenerated(req.body!);
+      upstreamOutcome = "complete";
+    } catch {
+      upstreamOutcome = "cut";
+    }
+    return new Response("done");
+  });
+  await using l = await startLegate({ "svc.yaml": route(upstream.url) });
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: Number(l.address("svc").split(":")[1]),
+  });
+  await conn.write(
+    new TextEncoder().encode(
+      "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 1000000\r\n\r\n",
+    ),
+  );
+  await conn.write(new Uint8Array(1000));
+  await waitFor(
+    () => l.legate.listeners[0]!.listener.active() === 1,
+    "the upload to be in flight",
+  );
+  conn.close();
+  await waitFor(
+    () => upstreamOutcome !== "",
+    "the upstream to see the upload end",
+  );
+  assert.equal(upstreamOutcome, "cut");
+});
