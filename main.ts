@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import {
   InvalidConfigError,
+  isLoopback,
   Legate,
   ListenError,
   loadConfig,
@@ -13,6 +14,8 @@ import {
   type LogFormat,
   Logger,
   type LogLevel,
+  parseDuration,
+  parseListenAddress,
   RoutesDirectoryError,
   VERSION,
 } from "./mod.ts";
@@ -26,32 +29,42 @@ const EXIT = {
   listen: 4,
 } as const;
 
-/** How long in-flight requests and connections get to finish on SIGTERM/SIGINT. */
-const DRAIN_DEADLINE_MS = 10_000;
+const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
 
 const HELP =
   `legate ${VERSION}: an ambassador proxy. Local clients talk to legate; legate
 forwards to where each service really lives, as the route files say.
 
 Usage:
-  legate [serve] [--routes DIR] [--admin HOST:PORT]   run the proxy (default)
-  legate check   [--routes DIR]                       validate route files and exit
+  legate [serve] [options]        run the proxy (default)
+  legate check   [--routes DIR]   validate route files and exit
   legate --version | --help
 
 Options:
-  --routes DIR        directory of route files, one *.yaml per service
-                      (env LEGATE_ROUTES, default ./routes)
-  --admin HOST:PORT   admin listener for /healthz and /readyz
-                      (env LEGATE_ADMIN, default 127.0.0.1:9901)
+  --routes DIR              directory of route files, one *.yaml per service
+                            (env LEGATE_ROUTES, default ./routes)
+  --admin HOST:PORT         admin listener: /healthz /readyz /metrics /routes
+                            /config/errors, POST /reload
+                            (env LEGATE_ADMIN, default 127.0.0.1:9901)
+  --admin-allow-remote      let the admin listener bind a non-loopback address
+  --drain-timeout DURATION  how long in-flight work may finish on shutdown and
+                            when a listener is removed (env LEGATE_DRAIN_TIMEOUT,
+                            default 30s)
+  --shutdown-delay DURATION keep serving this long after SIGTERM with /readyz
+                            at 503 (env LEGATE_SHUTDOWN_DELAY, default 0s)
 
 Environment:
   LEGATE_LOG          debug | info | warn | error (default info)
   LEGATE_LOG_FORMAT   text | json (default text)
 
+Route files are reloaded when they change, on SIGHUP and on POST /reload; an
+invalid change is logged and the last good routes keep serving.
+SIGTERM or SIGINT: /readyz answers 503, the shutdown delay passes, listeners
+stop accepting, in-flight work drains, exit 0. A second signal exits at once
+with 1.
+
 Exit codes: 0 ok, 1 invalid route files, 2 bad command line,
-3 routes directory missing or without route files, 4 cannot listen.
-SIGTERM or SIGINT drains in-flight work (up to 10s) and exits 0; a second
-signal exits at once with 1.`;
+3 routes directory missing or without route files, 4 cannot listen.`;
 
 async function main(args: string[]): Promise<number> {
   let parsed;
@@ -62,6 +75,9 @@ async function main(args: string[]): Promise<number> {
       options: {
         routes: { type: "string" },
         admin: { type: "string" },
+        "admin-allow-remote": { type: "boolean" },
+        "drain-timeout": { type: "string" },
+        "shutdown-delay": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -95,19 +111,52 @@ async function main(args: string[]): Promise<number> {
     level: level as LogLevel,
     format: format as LogFormat,
   });
-  switch (command) {
-    case "serve":
-      return await serve(
-        routesDir,
-        values.admin ?? Deno.env.get("LEGATE_ADMIN") ?? "127.0.0.1:9901",
-        log,
-      );
-    case "check":
-      if (values.admin !== undefined) return usage("check takes no --admin");
-      return await check(routesDir);
-    default:
-      return usage(`unknown command "${command}"`);
+  if (command === "check") {
+    const serveOnly = [
+      "admin",
+      "admin-allow-remote",
+      "drain-timeout",
+      "shutdown-delay",
+    ]
+      .find((name) => values[name as keyof typeof values] !== undefined);
+    if (serveOnly) return usage(`check takes no --${serveOnly}`);
+    return await check(routesDir);
   }
+  if (command !== "serve") return usage(`unknown command "${command}"`);
+
+  const admin = values.admin ?? Deno.env.get("LEGATE_ADMIN") ??
+    "127.0.0.1:9901";
+  let adminAddress;
+  try {
+    adminAddress = parseListenAddress(admin);
+  } catch (error) {
+    return usage(`--admin: ${(error as Error).message}`);
+  }
+  if (!isLoopback(adminAddress) && !values["admin-allow-remote"]) {
+    return usage(
+      `--admin "${admin}" is reachable from other hosts: use a loopback address, or add --admin-allow-remote`,
+    );
+  }
+  const durations: Record<string, number> = {};
+  for (
+    const [flag, env, fallback] of [
+      ["drain-timeout", "LEGATE_DRAIN_TIMEOUT", "30s"],
+      ["shutdown-delay", "LEGATE_SHUTDOWN_DELAY", "0s"],
+    ] as const
+  ) {
+    const text = values[flag] ?? Deno.env.get(env) ?? fallback;
+    try {
+      durations[flag] = parseDuration(text);
+    } catch (error) {
+      return usage(`--${flag}: ${(error as Error).message}`);
+    }
+  }
+  return await serve({
+    routesDir,
+    admin,
+    drainTimeout: durations["drain-timeout"]!,
+    shutdownDelay: durations["shutdown-delay"]!,
+  }, log);
 }
 
 function usage(problem: string): number {
@@ -137,18 +186,29 @@ async function check(routesDir: string): Promise<number> {
   }
 }
 
-async function serve(
-  routesDir: string,
-  admin: string,
-  log: Logger,
-): Promise<number> {
+/** Options of the serve command. */
+interface ServeOptions {
+  routesDir: string;
+  admin: string;
+  drainTimeout: number;
+  shutdownDelay: number;
+}
+
+async function serve(options: ServeOptions, log: Logger): Promise<number> {
   let legate: Legate;
   try {
-    legate = await Legate.start({ routesDir, admin, log });
+    legate = await Legate.start({
+      routesDir: options.routesDir,
+      admin: options.admin,
+      drainTimeout: options.drainTimeout,
+      log,
+    });
   } catch (error) {
     if (error instanceof InvalidConfigError) {
       for (const e of error.errors) log.error(e.message);
-      log.error(`not started: ${error.errors.length} error(s) in ${routesDir}`);
+      log.error(
+        `not started: ${error.errors.length} error(s) in ${options.routesDir}`,
+      );
       return EXIT.invalidRoutes;
     }
     if (error instanceof RoutesDirectoryError) {
@@ -161,28 +221,36 @@ async function serve(
     }
     throw error;
   }
+  if (Deno.build.os !== "windows") {
+    Deno.addSignalListener("SIGHUP", () => legate.reload("SIGHUP"));
+  }
   const signal = await new Promise<Deno.Signal>((resolve) => {
-    for (const name of ["SIGTERM", "SIGINT"] as const) {
+    for (const name of STOP_SIGNALS) {
       Deno.addSignalListener(name, () => resolve(name));
     }
   });
-  log.info("shutting down: draining in-flight work", {
+  legate.stopBeingReady();
+  log.info("shutting down", {
     signal,
-    deadline_ms: DRAIN_DEADLINE_MS,
+    shutdown_delay_ms: options.shutdownDelay,
+    drain_timeout_ms: options.drainTimeout,
   });
-  for (const name of ["SIGTERM", "SIGINT"] as const) {
+  for (const name of STOP_SIGNALS) {
     Deno.addSignalListener(name, () => {
-      const open = legate.listeners.reduce(
-        (sum, o) => sum + o.listener.active(),
-        0,
-      );
-      log.warn("second signal: exiting now", { cut: open });
+      log.warn("second signal: exiting now", { cut: legate.active });
       Deno.exit(1);
     });
   }
-  const cut = await legate.shutdown(DRAIN_DEADLINE_MS);
-  if (cut > 0) log.warn("drain deadline passed: cut what was left", { cut });
-  log.info("stopped");
+  if (options.shutdownDelay > 0) {
+    // Keep serving while the platform stops sending traffic here.
+    await new Promise((resolve) => setTimeout(resolve, options.shutdownDelay));
+  }
+  log.info("draining: stopped accepting", { in_flight: legate.active });
+  const cut = await legate.shutdown(options.drainTimeout);
+  if (cut > 0) {
+    log.warn("drain timeout passed: cut what was left", { cut });
+  }
+  log.info("stopped", { cut });
   return EXIT.ok;
 }
 

@@ -40,7 +40,11 @@ export {
   RoutesDirectoryError,
   type SourcePosition,
 } from "./src/config/errors.ts";
-export type { ListenAddress } from "./src/config/address.ts";
+export {
+  type ListenAddress,
+  parseListenAddress,
+} from "./src/config/address.ts";
+export { formatDuration, parseDuration } from "./src/config/duration.ts";
 export type { ReferenceSource } from "./src/config/interpolate.ts";
 export type { ListenerPlan, Plan } from "./src/config/plan.ts";
 export type {
@@ -51,9 +55,12 @@ export type {
 export { routeFileJsonSchema } from "./src/config/schema.ts";
 export {
   InvalidConfigError,
+  isLoopback,
   Legate,
   type LegateOptions,
   type OpenListener,
+  type ReloadResult,
+  type ReportedError,
 } from "./src/lifecycle/legate.ts";
 export { ListenError, type RunningListener } from "./src/server/listeners.ts";
 export {

@@ -176,9 +176,12 @@ Deno.test("SIGTERM lets a slow download finish, then exits 0; JSON logs are one 
   assert.deepEqual(events.map((e) => e.msg), [
     "listening",
     "started",
-    "shutting down: draining in-flight work",
+    "shutting down",
+    "draining: stopped accepting",
     "stopped",
   ]);
+  assert.equal(events[3].in_flight, 1);
+  assert.equal(events[4].cut, 0);
   assert.equal(events[0].services[0].name, "slow");
   assert.equal(events[2].signal, "SIGTERM");
   await Deno.remove(dir, { recursive: true });

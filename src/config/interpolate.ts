@@ -22,11 +22,23 @@ export const processReferences: ReferenceSource = {
 const REFERENCE = /\$\$\{|\$\{([^}]*)\}/g;
 const VARIABLE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s;
 
-/** The outcome of interpolating one string. */
-export type Interpolated = { value: string; error?: undefined } | {
+/**
+ * The outcome of interpolating one string: the value, and how to show it
+ * without secrets (references to files and to variables named like secrets
+ * stay as written).
+ */
+export type Interpolated = {
+  value: string;
+  shown: string;
+  error?: undefined;
+} | {
   value?: undefined;
+  shown?: undefined;
   error: string;
 };
+
+/** Variable names whose values are never shown. */
+const SECRET_NAME = /TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH|PRIVATE/i;
 
 /**
  * Replaces every reference in `text`. Returns the first problem as `error`.
@@ -35,7 +47,7 @@ export type Interpolated = { value: string; error?: undefined } | {
  * ```ts
  * import { interpolate } from "./interpolate.ts";
  * const source = { env: (n: string) => n === "PORT" ? "8080" : undefined, readFile: () => "" };
- * interpolate("http://users:${PORT}", source); // { value: "http://users:8080" }
+ * interpolate("http://users:${PORT}", source); // { value: "http://users:8080", shown: "http://users:8080" }
  * ```
  */
 export function interpolate(
@@ -43,20 +55,39 @@ export function interpolate(
   source: ReferenceSource,
 ): Interpolated {
   let error: string | undefined;
-  const value = text.replace(REFERENCE, (whole, inner: string | undefined) => {
-    if (whole === "$${") return "${";
-    if (error !== undefined) return "";
-    const resolved = resolveReference(inner!, source);
-    if (resolved.error !== undefined) error = resolved.error;
-    return resolved.value ?? "";
-  });
-  return error === undefined ? { value } : { error };
+  let value = "";
+  let shown = "";
+  let last = 0;
+  for (const match of text.matchAll(REFERENCE)) {
+    const literal = text.slice(last, match.index);
+    last = match.index + match[0].length;
+    if (match[0] === "$${") {
+      value += literal + "${";
+      shown += literal + "$${";
+      continue;
+    }
+    const inner = match[1]!;
+    const resolved = resolveReference(inner, source);
+    if (resolved.error !== undefined) {
+      error ??= resolved.error;
+      continue;
+    }
+    value += literal + resolved.value;
+    shown += literal +
+      (isSecret(inner) ? match[0] : resolved.value);
+  }
+  if (error !== undefined) return { error };
+  return { value: value + text.slice(last), shown: shown + text.slice(last) };
+}
+
+function isSecret(inner: string): boolean {
+  return inner.startsWith("file:") || SECRET_NAME.test(inner.split(":-")[0]!);
 }
 
 function resolveReference(
   inner: string,
   source: ReferenceSource,
-): Interpolated {
+): { value: string; error?: undefined } | { value?: undefined; error: string } {
   if (inner.startsWith("file:")) {
     const path = inner.slice("file:".length);
     try {

@@ -56,6 +56,12 @@ export interface ServiceConfig {
   readonly preserveHost: boolean;
   /** Timeouts in milliseconds. */
   readonly timeouts: TimeoutsConfig;
+  /**
+   * Values to show instead of the real ones, by key path (`upstreams[0]`):
+   * strings whose secret references (files, variables named like secrets)
+   * stay as written.
+   */
+  readonly shown: Readonly<Record<string, string>>;
   /** Where `listen`, `match` and `name` are written, for conflict errors. */
   readonly positions: {
     readonly listen: SourcePosition;

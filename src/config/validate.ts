@@ -95,7 +95,12 @@ export function validateRouteFile(
     );
   }
 
-  const unresolved = interpolateStrings(document, references, at, errors);
+  const { unresolved, shown } = interpolateStrings(
+    document,
+    references,
+    at,
+    errors,
+  );
   const data: unknown = document.toJS();
   const parsed = routeFileSchema.safeParse(data);
   if (!parsed.success) {
@@ -107,7 +112,7 @@ export function validateRouteFile(
     }
   }
   if (!parsed.success || errors.length > 0) return { errors };
-  return buildService(source.file, parsed.data, document, at);
+  return buildService(source.file, parsed.data, document, at, shown);
 }
 
 function fail(
@@ -138,8 +143,9 @@ function interpolateStrings(
   references: ReferenceSource,
   at: (offset: number) => SourcePosition,
   errors: ConfigError[],
-): Set<string> {
+): { unresolved: Set<string>; shown: Record<string, string> } {
   const unresolved = new Set<string>();
+  const shown: Record<string, string> = {};
   visit(document, {
     Scalar(key, node, path) {
       if (
@@ -156,11 +162,14 @@ function interpolateStrings(
           new ConfigError(at(node.range?.[0] ?? 0), keyPath, result.error),
         );
       } else {
+        if (result.shown !== result.value) {
+          shown[keyPathOf(path, node)] = result.shown;
+        }
         node.value = result.value;
       }
     },
   });
-  return unresolved;
+  return { unresolved, shown };
 }
 
 /** The key path of a node reached by `visit`, from its ancestors. */
@@ -316,6 +325,7 @@ function buildService(
   route: RouteFile,
   document: Document,
   at: (offset: number) => SourcePosition,
+  shown: Readonly<Record<string, string>>,
 ): FileResult {
   const errors: ConfigError[] = [];
   const position = (...path: PropertyKey[]) => at(offsetOf(document, path));
@@ -431,6 +441,7 @@ function buildService(
       request: parseTimeout(timeouts.request, DEFAULT_TIMEOUTS.request),
       idle: parseTimeout(timeouts.idle, DEFAULT_TIMEOUTS.idle[protocol]),
     },
+    shown,
     positions: {
       listen: position("listen"),
       match: position(route.match === undefined ? "listen" : "match"),

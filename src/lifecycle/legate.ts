@@ -1,15 +1,24 @@
 /**
  * The one place that composes the stages: load the routes, open the admin
- * listener and every route listener, and drain them all on shutdown.
+ * listener and every route listener, reload on change (applying only the
+ * difference), and drain everything on shutdown.
+ *
+ * A reload builds a whole new snapshot. When it is invalid, the last good one
+ * keeps serving; when it is valid, new listeners open, listeners that stay
+ * swap their routing table (requests and connections in flight keep the one
+ * they started with), and removed listeners stop accepting and drain.
  * @module
  */
+import { createAdminHandler, renderMetrics } from "../admin/admin.ts";
 import type { ListenAddress } from "../config/address.ts";
 import { formatListenAddress, parseListenAddress } from "../config/address.ts";
 import { type ConfigSnapshot, loadConfig } from "../config/config.ts";
-import type { ConfigError } from "../config/errors.ts";
+import { type ConfigError, RoutesDirectoryError } from "../config/errors.ts";
+import { formatDuration } from "../config/duration.ts";
 import type { ReferenceSource } from "../config/interpolate.ts";
 import type { ListenerPlan } from "../config/plan.ts";
-import { createAdminHandler } from "../admin/admin.ts";
+import type { ServiceConfig } from "../config/service.ts";
+import { type RoutesWatch, watchRoutes } from "../config/watch.ts";
 import type { Logger } from "../log.ts";
 import { HttpRouter } from "../router/router.ts";
 import { createHttpHandler, type HttpRoute } from "../server/http_proxy.ts";
@@ -19,7 +28,7 @@ import {
   serveHttp,
   serveTcp,
 } from "../server/listeners.ts";
-import { createTcpHandler } from "../server/tcp_proxy.ts";
+import { createTcpHandler, type TcpRoute } from "../server/tcp_proxy.ts";
 import { Http1Transport } from "../transport/http1.ts";
 import { Reachability } from "../upstream/reachability.ts";
 import { RoundRobin } from "../upstream/round_robin.ts";
@@ -34,6 +43,17 @@ export interface LegateOptions {
   readonly log: Logger;
   /** Where `${...}` references resolve; defaults to the environment and files. */
   readonly references?: ReferenceSource;
+  /**
+   * Watch the routes directory and reload when it changes.
+   * @default {true}
+   */
+  readonly watch?: boolean;
+  /**
+   * How long removed listeners, and all listeners at shutdown, may take to
+   * finish their requests and connections, in milliseconds.
+   * @default {30000}
+   */
+  readonly drainTimeout?: number;
 }
 
 /** The route files are invalid; `errors` has every problem. */
@@ -53,10 +73,52 @@ export class InvalidConfigError extends Error {
 
 /** A listener legate opened for a route file's `listen`. */
 export interface OpenListener {
-  /** What it was planned as. */
+  /** What it runs now. */
   readonly plan: ListenerPlan;
   /** The bound listener. */
   readonly listener: RunningListener;
+}
+
+/** What a reload did. */
+export interface ReloadResult {
+  /** `applied` changed something; `unchanged` found nothing to change; `invalid` and `failed` kept the last good config. */
+  readonly outcome: "applied" | "unchanged" | "invalid" | "failed";
+  /** Listener addresses opened. */
+  readonly added: readonly string[];
+  /** Listener addresses closed (draining). */
+  readonly removed: readonly string[];
+  /** Listener addresses whose services changed. */
+  readonly updated: readonly string[];
+  /** Why it was invalid or failed. */
+  readonly errors: readonly ReportedError[];
+}
+
+/** A config error as the admin API reports it. */
+export interface ReportedError {
+  /** The whole message, as logged. */
+  readonly message: string;
+  /** The route file, when the error is in one. */
+  readonly file?: string;
+  /** Line, from 1. */
+  readonly line?: number;
+  /** Column, from 1. */
+  readonly column?: number;
+  /** Key path, e.g. `upstreams[1]`. */
+  readonly key?: string;
+}
+
+/** A route listener with the routing table it serves now. */
+interface ActiveListener extends OpenListener {
+  plan: ListenerPlan;
+  readonly listener: RunningListener;
+  /** Swaps the routing table; work in flight keeps the old one. */
+  update(plan: ListenerPlan): void;
+}
+
+interface Context {
+  readonly transport: Http1Transport;
+  readonly log: Logger;
+  readonly reachability: Reachability;
 }
 
 /**
@@ -67,34 +129,51 @@ export interface OpenListener {
  * import { Legate } from "./legate.ts";
  * import { Logger } from "../log.ts";
  * const legate = await Legate.start({ routesDir: "routes", admin: "127.0.0.1:9901", log: new Logger({ level: "info", format: "text" }) });
- * await legate.shutdown(10_000);
+ * await legate.reload("manual");
+ * await legate.shutdown();
  * ```
  */
 export class Legate {
-  /** The config it runs. */
-  readonly config: ConfigSnapshot;
   /** The admin listener. */
   readonly admin: RunningListener;
-  /** The route listeners, in plan order. */
-  readonly listeners: readonly OpenListener[];
-  readonly #transport: Http1Transport;
-  readonly #log: Logger;
-  readonly #readiness: { ready: boolean };
+  #config: ConfigSnapshot;
+  readonly #listeners: Map<string, ActiveListener>;
+  readonly #context: Context;
+  readonly #options: LegateOptions;
+  readonly #drainTimeout: number;
+  readonly #draining = new Set<Promise<number>>();
+  #queue: Promise<unknown> = Promise.resolve();
+  #watch: RoutesWatch | undefined;
+  #ready = false;
+  #lastReload: {
+    at: Date;
+    trigger: string;
+    ok: boolean;
+    errors: readonly ReportedError[];
+  };
+  #lastSuccess: Date;
+  readonly #reloads = { success: 0, failure: 0 };
 
   private constructor(
+    options: LegateOptions,
     config: ConfigSnapshot,
     admin: RunningListener,
-    listeners: readonly OpenListener[],
-    transport: Http1Transport,
-    log: Logger,
-    readiness: { ready: boolean },
+    listeners: Map<string, ActiveListener>,
+    context: Context,
   ) {
-    this.#readiness = readiness;
-    this.config = config;
+    this.#options = options;
+    this.#config = config;
     this.admin = admin;
-    this.listeners = listeners;
-    this.#transport = transport;
-    this.#log = log;
+    this.#listeners = listeners;
+    this.#context = context;
+    this.#drainTimeout = options.drainTimeout ?? 30_000;
+    this.#lastSuccess = new Date();
+    this.#lastReload = {
+      at: this.#lastSuccess,
+      trigger: "start",
+      ok: true,
+      errors: [],
+    };
   }
 
   /**
@@ -110,75 +189,317 @@ export class Legate {
     if (result.errors) throw new InvalidConfigError(result.errors);
     const { config } = result;
     const adminAddress = parseAdminAddress(options.admin);
-    const transport = new Http1Transport();
-    const reachability = new Reachability(log);
-    const opened: OpenListener[] = [];
-    const readiness = { ready: false };
+    const context = {
+      transport: new Http1Transport(),
+      log,
+      reachability: new Reachability(log),
+    };
+    const listeners = new Map<string, ActiveListener>();
+    // The admin listener opens first and learns the instance once it exists.
+    const started: { legate?: Legate } = {};
     let admin: RunningListener | undefined;
     try {
       admin = await serveHttp(
         adminAddress,
-        createAdminHandler({ ready: () => readiness.ready }),
+        createAdminHandler({
+          ready: () => started.legate?.ready ?? false,
+          routes: () => started.legate ? started.legate.#routesReport() : null,
+          configErrors: () =>
+            started.legate ? started.legate.#errorsReport() : null,
+          reload: async () => {
+            const outcome = await started.legate!.reload("admin");
+            return {
+              ok: outcome.outcome === "applied" ||
+                outcome.outcome === "unchanged",
+              result: outcome,
+            };
+          },
+          metrics: () => started.legate ? started.legate.#metrics() : "",
+        }),
       );
       for (const plan of config.plan.listeners) {
-        opened.push({
-          plan,
-          listener: await openListener(plan, { transport, log, reachability }),
-        });
+        listeners.set(plan.key, await openListener(plan, context));
       }
     } catch (error) {
       await Promise.all(
-        [admin, ...opened.map((o) => o.listener)].map((l) => l?.drain(0)),
+        [admin, ...[...listeners.values()].map((l) => l.listener)].map((l) =>
+          l?.drain(0)
+        ),
       );
-      transport.close();
+      context.transport.close();
       if (error instanceof ListenError) {
-        const plan = config.plan.listeners[opened.length];
-        if (admin && plan) {
-          const owners = plan.services.map((s) => `"${s.name}" (${s.file})`)
-            .join(", ");
-          throw new ListenError(
-            `${error.message}; it is the listen address of ${owners}`,
-            { cause: error },
-          );
-        }
-        throw new ListenError(
+        const plan = config.plan.listeners[listeners.size];
+        throw admin && plan ? explainListenError(error, plan) : new ListenError(
           `${error.message}; it is the admin address (--admin, LEGATE_ADMIN)`,
           { cause: error },
         );
       }
       throw error;
     }
-    const legate = new Legate(config, admin, opened, transport, log, readiness);
-    readiness.ready = true;
+    const legate = new Legate(options, config, admin, listeners, context);
+    started.legate = legate;
+    if (!isLoopback(adminAddress)) {
+      log.warn("the admin listener accepts connections from other hosts", {
+        admin: formatListenAddress(adminAddress),
+      });
+    }
     legate.#logSummary();
+    if (options.watch ?? true) {
+      legate.#watch = await watchRoutes(options.routesDir, () => {
+        legate.reload("file change");
+      });
+    }
+    legate.#ready = true;
     return legate;
+  }
+
+  /** The config being served: the last one that loaded and applied. */
+  get config(): ConfigSnapshot {
+    return this.#config;
+  }
+
+  /** The route listeners, in plan order. */
+  get listeners(): readonly OpenListener[] {
+    return [...this.#listeners.values()];
   }
 
   /** Whether legate wants traffic: listeners open and not shutting down. */
   get ready(): boolean {
-    return this.#readiness.ready;
+    return this.#ready;
+  }
+
+  /** Requests and connections in flight on every listener, draining ones included. */
+  get active(): number {
+    return [...this.#listeners.values()].reduce(
+      (sum, l) => sum + l.listener.active(),
+      0,
+    );
+  }
+
+  /**
+   * Reloads the routes directory. Reloads run one at a time, in order. An
+   * invalid directory keeps the current config serving.
+   */
+  reload(trigger: string): Promise<ReloadResult> {
+    const run = this.#queue.then(() => this.#reload(trigger));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Marks legate not ready (`/readyz` answers 503) while it keeps serving. */
+  stopBeingReady(): void {
+    this.#ready = false;
   }
 
   /**
    * Stops accepting on every route listener, lets requests and connections in
-   * flight finish for up to `deadlineMs`, cuts the rest, then closes the admin
-   * listener. Resolves with how many requests or connections were cut.
+   * flight finish for up to `deadlineMs` (default: the drain timeout), cuts
+   * the rest, then closes the admin listener. Resolves with how many requests
+   * or connections were cut.
    */
-  async shutdown(deadlineMs: number): Promise<number> {
-    this.#readiness.ready = false;
-    const cuts = await Promise.all(
-      this.listeners.map((o) => o.listener.drain(deadlineMs)),
-    );
-    this.#transport.close();
+  async shutdown(deadlineMs: number = this.#drainTimeout): Promise<number> {
+    this.#ready = false;
+    this.#watch?.close();
+    await this.#queue;
+    const cuts = await Promise.all([
+      ...[...this.#listeners.values()].map((l) => l.listener.drain(deadlineMs)),
+      ...this.#draining,
+    ]);
+    this.#context.transport.close();
     await this.admin.drain(0);
     return cuts.reduce((sum, n) => sum + n, 0);
   }
 
+  async #reload(trigger: string): Promise<ReloadResult> {
+    const { log } = this.#context;
+    const none = { added: [], removed: [], updated: [] };
+    let loaded;
+    try {
+      loaded = await loadConfig(
+        this.#options.routesDir,
+        this.#options.references,
+      );
+    } catch (error) {
+      if (!(error instanceof RoutesDirectoryError)) throw error;
+      return this.#rejected(trigger, "invalid", [{ message: error.message }]);
+    }
+    if (loaded.errors) {
+      return this.#rejected(trigger, "invalid", loaded.errors.map(reportError));
+    }
+    const next = loaded.config;
+    await this.#watch?.refreshTargets();
+    if (fingerprint(next) === fingerprint(this.#config)) {
+      this.#accepted(trigger);
+      log.debug("routes unchanged", { trigger });
+      return { outcome: "unchanged", ...none, errors: [] };
+    }
+
+    const desired = new Map(next.plan.listeners.map((p) => [p.key, p]));
+    const replaced = [...desired.values()].filter((p) => {
+      const current = this.#listeners.get(p.key);
+      return current !== undefined && current.plan.protocol !== p.protocol;
+    });
+    const added = [...desired.values()].filter((p) =>
+      !this.#listeners.has(p.key)
+    );
+    const opened = new Map<string, ActiveListener>();
+    try {
+      for (const plan of added) {
+        opened.set(plan.key, await openListener(plan, this.#context));
+      }
+    } catch (error) {
+      await Promise.all([...opened.values()].map((l) => l.listener.drain(0)));
+      if (!(error instanceof ListenError)) throw error;
+      const plan = added[opened.size]!;
+      return this.#rejected(trigger, "failed", [{
+        message: explainListenError(error, plan).message,
+      }]);
+    }
+
+    const updated: string[] = [];
+    const removed: string[] = [];
+    for (const [key, active] of [...this.#listeners]) {
+      const plan = desired.get(key);
+      if (plan && plan.protocol === active.plan.protocol) {
+        if (
+          fingerprintServices(plan.services) !==
+            fingerprintServices(active.plan.services)
+        ) {
+          active.update(plan);
+          updated.push(key);
+        }
+        continue;
+      }
+      this.#listeners.delete(key);
+      removed.push(key);
+      const draining = active.listener.drain(this.#drainTimeout);
+      this.#draining.add(draining);
+      draining.then((cut) => {
+        this.#draining.delete(draining);
+        log.info("listener drained", { listener: key, cut });
+      });
+    }
+    for (const [key, active] of opened) this.#listeners.set(key, active);
+    // A listener whose protocol changed reopens once the old one stopped accepting.
+    const failures: ReportedError[] = [];
+    for (const plan of replaced) {
+      try {
+        this.#listeners.set(plan.key, await openListener(plan, this.#context));
+      } catch (error) {
+        if (!(error instanceof ListenError)) throw error;
+        failures.push({ message: explainListenError(error, plan).message });
+      }
+    }
+    this.#config = next;
+    const result: ReloadResult = {
+      outcome: failures.length > 0 ? "failed" : "applied",
+      added: [...added, ...replaced].map((p) => p.key),
+      removed,
+      updated,
+      errors: failures,
+    };
+    if (failures.length > 0) {
+      for (const failure of failures) log.error(failure.message, { trigger });
+      this.#record(trigger, false, failures);
+    } else {
+      this.#accepted(trigger);
+    }
+    log.info("routes reloaded", {
+      trigger,
+      services: next.services.length,
+      added: result.added,
+      removed,
+      updated,
+    });
+    return result;
+  }
+
+  #rejected(
+    trigger: string,
+    outcome: "invalid" | "failed",
+    errors: readonly ReportedError[],
+  ): ReloadResult {
+    const { log } = this.#context;
+    for (const error of errors) log.error(error.message, { trigger });
+    log.warn("reload rejected: the last good routes keep serving", {
+      trigger,
+      errors: errors.length,
+    });
+    this.#record(trigger, false, errors);
+    return { outcome, added: [], removed: [], updated: [], errors };
+  }
+
+  #accepted(trigger: string): void {
+    this.#lastSuccess = new Date();
+    this.#record(trigger, true, []);
+  }
+
+  #record(
+    trigger: string,
+    ok: boolean,
+    errors: readonly ReportedError[],
+  ): void {
+    this.#lastReload = { at: new Date(), trigger, ok, errors };
+    this.#reloads[ok ? "success" : "failure"]++;
+  }
+
+  #routesReport(): unknown {
+    return {
+      routes_dir: this.#config.routesDir,
+      listeners: [...this.#listeners.values()].map(({ plan, listener }) => ({
+        address: formatAddr(listener.addr),
+        protocol: plan.protocol,
+        services: plan.services.map(describeService),
+      })),
+    };
+  }
+
+  #errorsReport(): unknown {
+    const { at, trigger, ok, errors } = this.#lastReload;
+    return {
+      last_reload: { at: at.toISOString(), trigger, successful: ok },
+      errors,
+    };
+  }
+
+  #metrics(): string {
+    return renderMetrics([
+      {
+        name: "legate_config_last_reload_successful",
+        help:
+          "Whether the last reload of the routes succeeded (1) or kept the previous routes (0).",
+        type: "gauge",
+        samples: [{ value: this.#lastReload.ok ? 1 : 0 }],
+      },
+      {
+        name: "legate_config_last_reload_success_timestamp_seconds",
+        help: "When the routes last loaded successfully, in Unix seconds.",
+        type: "gauge",
+        samples: [{ value: Math.floor(this.#lastSuccess.getTime() / 1000) }],
+      },
+      {
+        name: "legate_config_reloads_total",
+        help: "Reloads of the routes since start, by result.",
+        type: "counter",
+        samples: [
+          { labels: { result: "success" }, value: this.#reloads.success },
+          { labels: { result: "failure" }, value: this.#reloads.failure },
+        ],
+      },
+      {
+        name: "legate_services",
+        help: "Services in the routes being served.",
+        type: "gauge",
+        samples: [{ value: this.#config.services.length }],
+      },
+    ]);
+  }
+
   #logSummary(): void {
-    const { config } = this;
-    const log = this.#log;
+    const log = this.#context.log;
+    const config = this.#config;
     if (log.json) {
-      for (const { plan, listener } of this.listeners) {
+      for (const { plan, listener } of this.#listeners.values()) {
         log.info("listening", {
           listener: formatAddr(listener.addr),
           protocol: plan.protocol,
@@ -188,13 +509,15 @@ export class Legate {
             ...(s.protocol === "http"
               ? { host: s.match.host ?? "*", path_prefix: s.match.pathPrefix }
               : {}),
-            upstreams: s.upstreams.map((u) => u.url),
+            upstreams: s.upstreams.map((u, i) =>
+              shown(s, `upstreams[${i}]`, u.url)
+            ),
           })),
         });
       }
       log.info("started", {
         services: config.services.length,
-        listeners: this.listeners.length,
+        listeners: this.#listeners.size,
         admin: formatAddr(this.admin.addr),
         routes: config.routesDir,
       });
@@ -205,7 +528,7 @@ export class Legate {
         formatAddr(this.admin.addr)
       }`,
     ];
-    for (const { plan, listener } of this.listeners) {
+    for (const { plan, listener } of this.#listeners.values()) {
       lines.push(`  ${plan.protocol.padEnd(4)} ${formatAddr(listener.addr)}`);
       for (const s of plan.services) {
         const match = s.protocol === "http"
@@ -213,15 +536,88 @@ export class Legate {
             s.stripPrefix ? " (stripped)" : ""
           }`
           : "";
-        lines.push(
-          `    ${s.name}${match} -> ${
-            s.upstreams.map((u) => u.url).join(", ")
-          }`,
+        const upstreams = s.upstreams.map((u, i) =>
+          shown(s, `upstreams[${i}]`, u.url)
         );
+        lines.push(`    ${s.name}${match} -> ${upstreams.join(", ")}`);
       }
     }
     log.text(lines);
   }
+}
+
+/** A value as it may be shown: secret references stay as written. */
+function shown(service: ServiceConfig, keyPath: string, value: string): string {
+  return service.shown[keyPath] ?? service.shown[`${keyPath}.url`] ?? value;
+}
+
+function describeService(service: ServiceConfig): unknown {
+  return {
+    name: shown(service, "name", service.name),
+    file: service.file,
+    protocol: service.protocol,
+    listen: shown(service, "listen", formatListenAddress(service.listen)),
+    upstreams: service.upstreams.map((u, i) => ({
+      url: shown(service, `upstreams[${i}]`, u.url),
+      weight: u.weight,
+    })),
+    ...(service.protocol === "http"
+      ? {
+        match: {
+          host: service.match.host === undefined
+            ? null
+            : shown(service, "match.host", service.match.host),
+          path_prefix: shown(
+            service,
+            "match.path_prefix",
+            service.match.pathPrefix,
+          ),
+        },
+        strip_prefix: service.stripPrefix,
+        preserve_host: service.preserveHost,
+      }
+      : {}),
+    timeouts: {
+      connect: formatDuration(service.timeouts.connect),
+      ...(service.protocol === "http"
+        ? { request: formatDuration(service.timeouts.request) }
+        : {}),
+      idle: formatDuration(service.timeouts.idle),
+    },
+  };
+}
+
+function reportError(error: ConfigError): ReportedError {
+  const { file, line, column } = error.position;
+  return {
+    message: error.message,
+    file,
+    line,
+    column,
+    ...(error.keyPath ? { key: error.keyPath } : {}),
+  };
+}
+
+/** What a config means, without where it is written: comments and layout do not count. */
+function fingerprint(config: ConfigSnapshot): string {
+  return fingerprintServices(config.services);
+}
+
+function fingerprintServices(services: readonly ServiceConfig[]): string {
+  return JSON.stringify(
+    services.map(({ positions: _, ...meaning }) => meaning),
+  );
+}
+
+function explainListenError(
+  error: ListenError,
+  plan: ListenerPlan,
+): ListenError {
+  const owners = plan.services.map((s) => `"${s.name}" (${s.file})`).join(", ");
+  return new ListenError(
+    `${error.message}; it is the listen address of ${owners}`,
+    { cause: error },
+  );
 }
 
 function parseAdminAddress(text: string): ListenAddress {
@@ -230,6 +626,13 @@ function parseAdminAddress(text: string): ListenAddress {
   } catch (error) {
     throw new ListenError(`Invalid admin address: ${(error as Error).message}`);
   }
+}
+
+/** Whether only this host can reach `address`. */
+export function isLoopback(address: ListenAddress): boolean {
+  if (address.transport === "unix") return true;
+  const host = address.hostname.toLowerCase();
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
 }
 
 function formatAddr(addr: Deno.Addr): string {
@@ -248,26 +651,49 @@ function formatAddr(addr: Deno.Addr): string {
 
 async function openListener(
   plan: ListenerPlan,
-  context: {
-    transport: Http1Transport;
-    log: Logger;
-    reachability: Reachability;
-  },
-): Promise<RunningListener> {
+  context: Context,
+): Promise<ActiveListener> {
   if (plan.protocol === "http") {
-    const router = new HttpRouter<HttpRoute>(
-      plan.services.map((service) => ({
-        service,
-        match: service.match,
-        balancer: new RoundRobin(service.upstreams),
-      })),
-    );
-    return await serveHttp(
-      plan.address,
-      createHttpHandler(() => router, context),
-    );
+    let router = httpRouter(plan);
+    const active: ActiveListener = {
+      plan,
+      listener: await serveHttp(
+        plan.address,
+        createHttpHandler(() => router, context),
+      ),
+      update(next) {
+        router = httpRouter(next);
+        active.plan = next;
+      },
+    };
+    return active;
   }
+  let route = tcpRoute(plan);
+  const active: ActiveListener = {
+    plan,
+    listener: await serveTcp(
+      plan.address,
+      createTcpHandler(() => route, context),
+    ),
+    update(next) {
+      route = tcpRoute(next);
+      active.plan = next;
+    },
+  };
+  return active;
+}
+
+function httpRouter(plan: ListenerPlan): HttpRouter<HttpRoute> {
+  return new HttpRouter<HttpRoute>(
+    plan.services.map((service) => ({
+      service,
+      match: service.match,
+      balancer: new RoundRobin(service.upstreams),
+    })),
+  );
+}
+
+function tcpRoute(plan: ListenerPlan): TcpRoute {
   const service = plan.services[0]!;
-  const route = { service, balancer: new RoundRobin(service.upstreams) };
-  return await serveTcp(plan.address, createTcpHandler(() => route, context));
+  return { service, balancer: new RoundRobin(service.upstreams) };
 }
