@@ -47,6 +47,8 @@ Options:
                             /config/errors, POST /reload
                             (env LEGATE_ADMIN, default 127.0.0.1:9901)
   --admin-allow-remote      let the admin listener bind a non-loopback address
+  --no-watch                reload only on SIGHUP and POST /reload, not when
+                            files change
   --drain-timeout DURATION  how long in-flight work may finish on shutdown and
                             when a listener is removed (env LEGATE_DRAIN_TIMEOUT,
                             default 30s)
@@ -76,6 +78,7 @@ async function main(args: string[]): Promise<number> {
         routes: { type: "string" },
         admin: { type: "string" },
         "admin-allow-remote": { type: "boolean" },
+        "no-watch": { type: "boolean" },
         "drain-timeout": { type: "string" },
         "shutdown-delay": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -115,6 +118,7 @@ async function main(args: string[]): Promise<number> {
     const serveOnly = [
       "admin",
       "admin-allow-remote",
+      "no-watch",
       "drain-timeout",
       "shutdown-delay",
     ]
@@ -156,6 +160,7 @@ async function main(args: string[]): Promise<number> {
     admin,
     drainTimeout: durations["drain-timeout"]!,
     shutdownDelay: durations["shutdown-delay"]!,
+    watch: !values["no-watch"],
   }, log);
 }
 
@@ -192,6 +197,7 @@ interface ServeOptions {
   admin: string;
   drainTimeout: number;
   shutdownDelay: number;
+  watch: boolean;
 }
 
 async function serve(options: ServeOptions, log: Logger): Promise<number> {
@@ -201,6 +207,7 @@ async function serve(options: ServeOptions, log: Logger): Promise<number> {
       routesDir: options.routesDir,
       admin: options.admin,
       drainTimeout: options.drainTimeout,
+      watch: options.watch,
       log,
     });
   } catch (error) {

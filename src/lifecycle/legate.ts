@@ -29,7 +29,7 @@ import {
   serveTcp,
 } from "../server/listeners.ts";
 import { createTcpHandler, type TcpRoute } from "../server/tcp_proxy.ts";
-import { Http1Transport } from "../transport/http1.ts";
+import { ExchangeGroup, Http1Transport } from "../transport/http1.ts";
 import { Reachability } from "../upstream/reachability.ts";
 import { RoundRobin } from "../upstream/round_robin.ts";
 
@@ -655,11 +655,13 @@ async function openListener(
 ): Promise<ActiveListener> {
   if (plan.protocol === "http") {
     let router = httpRouter(plan);
+    const group = new ExchangeGroup();
     const active: ActiveListener = {
       plan,
       listener: await serveHttp(
         plan.address,
-        createHttpHandler(() => router, context),
+        createHttpHandler(() => router, { ...context, group }),
+        () => group.cutAll(),
       ),
       update(next) {
         router = httpRouter(next);

@@ -10,7 +10,11 @@ import type { HttpRouter, RouteMatch } from "../router/router.ts";
 import { stripPrefix } from "../router/router.ts";
 import { ProxyError, statusForError } from "../transport/errors.ts";
 import { withoutHopByHop } from "../transport/headers.ts";
-import type { HttpTransport, UpstreamResponse } from "../transport/http1.ts";
+import type {
+  ExchangeGroup,
+  HttpTransport,
+  UpstreamResponse,
+} from "../transport/http1.ts";
 import type { Balancer } from "../upstream/balancer.ts";
 import type { Reachability } from "../upstream/reachability.ts";
 
@@ -32,6 +36,8 @@ export interface HttpProxyContext {
   readonly log: Logger;
   /** Logs endpoints going down and coming back. */
   readonly reachability: Reachability;
+  /** The listener's exchanges, cut together when its drain deadline passes. */
+  readonly group: ExchangeGroup;
 }
 
 /** Request headers that the transport or this pipeline set themselves. */
@@ -105,6 +111,7 @@ async function proxyRequest(
         body: request.body,
         bodyLength,
         signal: request.signal,
+        group: context.group,
       }, service.timeouts);
     } catch (error) {
       failure = error instanceof ProxyError

@@ -28,15 +28,19 @@ export class ListenError extends Error {
   }
 }
 
+/** How long cut requests get to unwind before drain() returns anyway. */
+const CUT_GRACE_MS = 1_000;
+
 /**
  * Serves HTTP on `address`. Responses are sent as the handler builds them:
- * no automatic compression.
+ * no automatic compression. `cutAll` is called when a drain deadline passes,
+ * to end the requests still in flight.
  */
 export async function serveHttp(
   address: ListenAddress,
   handler: Deno.ServeHandler,
+  cutAll: () => void = () => {},
 ): Promise<RunningListener> {
-  const cutter = new AbortController();
   let inFlight = 0;
   const counted: Deno.ServeHandler = (request, info) => {
     inFlight++;
@@ -44,7 +48,6 @@ export async function serveHttp(
     return handler(request, info);
   };
   const common = {
-    signal: cutter.signal,
     automaticCompression: false,
     onListen() {},
     onError: () => new Response("legate: internal error\n", { status: 500 }),
@@ -73,8 +76,10 @@ export async function serveHttp(
       const finished = await withDeadline(server.shutdown(), deadlineMs);
       if (finished) return 0;
       const cut = inFlight;
-      cutter.abort();
-      await server.finished.catch(() => {});
+      // Aborting Deno.serve's signal after shutdown() throws inside Deno
+      // (BadResource), so requests are cut where they touch their upstream.
+      cutAll();
+      await withDeadline(server.finished.catch(() => {}), CUT_GRACE_MS);
       return cut;
     },
   };

@@ -35,6 +35,8 @@ export interface UpstreamRequest {
   readonly bodyLength: number | null;
   /** Aborts the exchange until the response headers arrive. */
   readonly signal: AbortSignal;
+  /** The group that can cut this exchange at any point, e.g. its listener's. */
+  readonly group?: ExchangeGroup;
 }
 
 /** A response as the transport received it. */
@@ -75,6 +77,36 @@ export interface HttpTransport {
   ): Promise<UpstreamResponse>;
   /** Closes idle pooled connections; exchanges in flight finish. */
   close(): void;
+}
+
+/**
+ * Exchanges that can be cut together: those of one listener, when its drain
+ * deadline passes. Cutting closes their upstream connections, which ends
+ * requests waiting for headers and errors the bodies being streamed.
+ */
+export class ExchangeGroup {
+  readonly #open = new Set<{ close(): void }>();
+
+  /** Exchanges in flight. */
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /** Tracks an exchange's connection. */
+  add(connection: { close(): void }): void {
+    this.#open.add(connection);
+  }
+
+  /** Forgets a finished exchange's connection. */
+  delete(connection: { close(): void }): void {
+    this.#open.delete(connection);
+  }
+
+  /** Closes every connection in flight. */
+  cutAll(): void {
+    for (const connection of this.#open) connection.close();
+    this.#open.clear();
+  }
 }
 
 /** Options of {@linkcode Http1Transport}. */
@@ -210,6 +242,7 @@ export class Http1Transport implements HttpTransport {
     request: UpstreamRequest,
     timeouts: ExchangeTimeouts,
   ): Promise<UpstreamResponse> {
+    request.group?.add(connection);
     const where = `${request.method} ${endpoint.url}`;
     let failure: ProxyError | undefined;
     const cut = (error: ProxyError) => {
@@ -272,6 +305,7 @@ export class Http1Transport implements HttpTransport {
         smallBody = await connection.readExactly(head.framing.length);
       }
     } catch (error) {
+      request.group?.delete(connection);
       connection.close();
       if (failure) throw failure;
       const reason = classifySocketError(error, where);
@@ -287,6 +321,7 @@ export class Http1Transport implements HttpTransport {
     }
 
     const finish = (reusable: boolean) => {
+      request.group?.delete(connection);
       if (
         reusable && requestSent && !connection.closed &&
         connection.buffered === 0
