@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import {
+  formatListenAddress,
   InvalidConfigError,
   isLoopback,
   Legate,
@@ -27,9 +28,13 @@ const EXIT = {
   usage: 2,
   routesDirectory: 3,
   listen: 4,
+  unhealthy: 5,
 } as const;
 
 const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
+
+/** How long `legate healthcheck` waits for the admin listener. */
+const HEALTHCHECK_TIMEOUT_MS = 3_000;
 
 const HELP =
   `legate ${VERSION}: an ambassador proxy. Local clients talk to legate; legate
@@ -38,6 +43,9 @@ forwards to where each service really lives, as the route files say.
 Usage:
   legate [serve] [options]        run the proxy (default)
   legate check   [--routes DIR]   validate route files and exit
+  legate healthcheck [--admin HOST:PORT] [--ready]
+                                  exit 0 when a running legate's /healthz
+                                  (or /readyz) answers 200, else 5
   legate --version | --help
 
 Options:
@@ -66,7 +74,8 @@ stop accepting, in-flight work drains, exit 0. A second signal exits at once
 with 1.
 
 Exit codes: 0 ok, 1 invalid route files, 2 bad command line,
-3 routes directory missing or without route files, 4 cannot listen.`;
+3 routes directory missing or without route files, 4 cannot listen,
+5 healthcheck failed.`;
 
 async function main(args: string[]): Promise<number> {
   let parsed;
@@ -79,6 +88,7 @@ async function main(args: string[]): Promise<number> {
         admin: { type: "string" },
         "admin-allow-remote": { type: "boolean" },
         "no-watch": { type: "boolean" },
+        ready: { type: "boolean" },
         "drain-timeout": { type: "string" },
         "shutdown-delay": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -114,6 +124,15 @@ async function main(args: string[]): Promise<number> {
     level: level as LogLevel,
     format: format as LogFormat,
   });
+  if (command === "healthcheck") {
+    return await healthcheck(
+      values.admin ?? Deno.env.get("LEGATE_ADMIN") ?? "127.0.0.1:9901",
+      values.ready ?? false,
+    );
+  }
+  if (values.ready !== undefined) {
+    return usage("--ready belongs to healthcheck");
+  }
   if (command === "check") {
     const serveOnly = [
       "admin",
@@ -167,6 +186,42 @@ async function main(args: string[]): Promise<number> {
 function usage(problem: string): number {
   console.error(`legate: ${problem}\nRun "legate --help" for usage.`);
   return EXIT.usage;
+}
+
+/**
+ * Asks a running legate's admin listener whether it is alive (or ready), for
+ * container health checks in images that have no curl.
+ */
+async function healthcheck(admin: string, ready: boolean): Promise<number> {
+  let address;
+  try {
+    address = parseListenAddress(admin);
+  } catch (error) {
+    return usage(`--admin: ${(error as Error).message}`);
+  }
+  const path = ready ? "/readyz" : "/healthz";
+  try {
+    const client = address.transport === "unix"
+      ? Deno.createHttpClient({
+        proxy: { transport: "unix", path: address.path },
+      })
+      : undefined;
+    const host = address.transport === "unix"
+      ? "localhost"
+      : formatListenAddress(address).replace(/^0\.0\.0\.0:/, "127.0.0.1:");
+    const response = await fetch(`http://${host}${path}`, {
+      signal: AbortSignal.timeout(HEALTHCHECK_TIMEOUT_MS),
+      ...(client ? { client } : {}),
+    });
+    const body = (await response.text()).trim();
+    console.log(`${path}: ${response.status} ${body}`);
+    return response.ok ? EXIT.ok : EXIT.unhealthy;
+  } catch (error) {
+    console.error(
+      `legate: ${path} on ${admin} did not answer: ${(error as Error).message}`,
+    );
+    return EXIT.unhealthy;
+  }
 }
 
 async function check(routesDir: string): Promise<number> {

@@ -41,6 +41,7 @@ export {
   type SourcePosition,
 } from "./src/config/errors.ts";
 export {
+  formatListenAddress,
   type ListenAddress,
   parseListenAddress,
 } from "./src/config/address.ts";

@@ -260,3 +260,41 @@ Deno.test("the admin listener binds other hosts only with --admin-allow-remote, 
   );
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("healthcheck exits 0 while legate answers and 5 when it does not", async () => {
+  await using upstream = startServer(() => new Response("ok"));
+  const legate = await spawnLegate(
+    {
+      "svc.yaml":
+        `listen: 127.0.0.1:${freePort()}\nupstreams: [${upstream.url}]\n`,
+    },
+    ["--shutdown-delay", "1s"],
+  );
+  const check = async (...args: string[]) => {
+    const output = await legateCommand([
+      "healthcheck",
+      "--admin",
+      legate.admin,
+      ...args,
+    ]).output();
+    return {
+      code: output.code,
+      stdout: new TextDecoder().decode(output.stdout),
+    };
+  };
+  assert.deepEqual(await check(), { code: 0, stdout: "/healthz: 200 ok\n" });
+  assert.deepEqual(await check("--ready"), {
+    code: 0,
+    stdout: "/readyz: 200 ready\n",
+  });
+  legate.child.kill("SIGTERM");
+  await waitFor(async () => await legate.readyz() === 503, "shutdown to begin");
+  assert.equal(
+    (await check("--ready")).code,
+    5,
+    "not ready while shutting down",
+  );
+  assert.equal((await check()).code, 0, "still alive while shutting down");
+  assert.equal(await legate.exit(), 0);
+  assert.equal((await check()).code, 5, "nothing answers once stopped");
+});
