@@ -6,16 +6,13 @@
  */
 import { join } from "node:path";
 import { Legate, Logger } from "../mod.ts";
+import { startFlags } from "../scripts/compile.ts";
 
 /** The repository root. */
 export const ROOT = new URL("../", import.meta.url).pathname;
 
 /** The `deno run` flags of `deno task start`, read from deno.json. */
-export const START_FLAGS: string[] = (() => {
-  const config = JSON.parse(Deno.readTextFileSync(join(ROOT, "deno.json")));
-  const words = (config.tasks.start as string).split(/\s+/);
-  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
-})();
+export const START_FLAGS: string[] = startFlags();
 
 /** Writes `files` (name → text) into a new temporary directory. */
 export async function writeRoutes(
