@@ -92,6 +92,64 @@ export function startServer(handler: Deno.ServeHandler): TestServer {
   };
 }
 
+/** A raw TCP server on a free loopback port, for upstreams that misbehave on purpose. */
+export interface TestTcpServer extends AsyncDisposable {
+  readonly port: number;
+  /** `tcp://127.0.0.1:PORT`. */
+  readonly tcpUrl: string;
+  /** `http://127.0.0.1:PORT`. */
+  readonly httpUrl: string;
+}
+
+/**
+ * Accepts connections on 127.0.0.1 and runs `onConnection` for each, closing
+ * it afterwards; disposing stops accepting and closes what is still open.
+ */
+export function startTcpServer(
+  onConnection: (conn: Deno.Conn) => Promise<void>,
+): TestTcpServer {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  const serving = (async () => {
+    for await (const conn of listener) {
+      open.add(conn);
+      onConnection(conn).catch(() => {}).finally(() => {
+        open.delete(conn);
+        try {
+          conn.close();
+        } catch {
+          // The handler closed it already.
+        }
+      });
+    }
+  })().catch(() => {});
+  const { port } = listener.addr as Deno.NetAddr;
+  return {
+    port,
+    tcpUrl: `tcp://127.0.0.1:${port}`,
+    httpUrl: `http://127.0.0.1:${port}`,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const conn of open) conn.close();
+      await serving;
+    },
+  };
+}
+
+/** A {@linkcode startTcpServer} handler that echoes every byte until the client half-closes. */
+export async function echoBytes(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(65536);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    let written = 0;
+    while (written < n) {
+      written += await conn.write(buffer.subarray(written, n));
+    }
+  }
+  await conn.closeWrite();
+}
+
 /** A loopback port that was free a moment ago. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -9,10 +9,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  echoBytes,
   freePort,
   ROOT,
   START_FLAGS,
   startServer,
+  startTcpServer,
   waitFor,
   writeRoutes,
 } from "./_helpers.ts";
@@ -124,23 +126,13 @@ Deno.test("the scratch image serves HTTP and TCP as non-root, has no shell, and 
   ]);
   const name = `legate-test-${crypto.randomUUID().slice(0, 8)}`;
   await using upstream = startServer(() => new Response("from the host"));
-  const echo = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const echoing = (async () => {
-    for await (const conn of echo) {
-      const buffer = new Uint8Array(1024);
-      const n = await conn.read(buffer);
-      if (n !== null) await conn.write(buffer.subarray(0, n));
-      conn.close();
-    }
-  })().catch(() => {});
+  await using echo = startTcpServer(echoBytes);
   const httpPort = freePort();
   const tcpPort = freePort();
   const admin = `127.0.0.1:${freePort()}`;
   const routes = await writeRoutes({
     "web.yaml": `listen: 127.0.0.1:${httpPort}\nupstreams: [${upstream.url}]\n`,
-    "echo.yaml": `listen: 127.0.0.1:${tcpPort}\nupstreams: [tcp://127.0.0.1:${
-      (echo.addr as Deno.NetAddr).port
-    }]\n`,
+    "echo.yaml": `listen: 127.0.0.1:${tcpPort}\nupstreams: [${echo.tcpUrl}]\n`,
   });
   await Deno.chmod(routes, 0o755);
   try {
@@ -258,8 +250,6 @@ Deno.test("the scratch image serves HTTP and TCP as non-root, has no shell, and 
   } finally {
     await run("podman", ["rm", "--force", name]);
     await run("podman", ["rmi", "--force", image]);
-    echo.close();
-    await echoing;
     await Deno.remove(build, { recursive: true });
     await Deno.remove(routes, { recursive: true });
   }

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import {
   drainGenerated,
+  freePort,
   generatedStream,
   rawHttp,
   startLegate,
   startServer,
+  startTcpServer,
   waitFor,
 } from "./_helpers.ts";
+
+const encoder = new TextEncoder();
 
 /** fetch drops a caller-set Host unless its client allows it. */
 const hostClient = Deno.createHttpClient({ allowHost: true });
@@ -317,11 +321,8 @@ Deno.test("answers 404 naming the listener's services when nothing matches", asy
 });
 
 Deno.test("answers 502 when the upstream refuses the connection", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
   await using l = await startLegate({
-    "svc.yaml": route(`http://127.0.0.1:${port}`),
+    "svc.yaml": route(`http://127.0.0.1:${freePort()}`),
   });
   const response = await fetch(`http://${l.address("svc")}/`);
   assert.equal(response.status, 502);
@@ -340,16 +341,12 @@ Deno.test("answers 502 when the upstream refuses the connection", async () => {
 });
 
 Deno.test("answers 504 when the upstream sends no headers within timeouts.request", async () => {
-  const hung = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted: Deno.Conn[] = [];
-  (async () => {
-    for await (const conn of hung) accepted.push(conn);
-  })();
+  // Accepts and reads, never answers.
+  await using hung = startTcpServer(async (conn) => {
+    while (await conn.read(new Uint8Array(4096)) !== null) { /* ignore */ }
+  });
   await using l = await startLegate({
-    "svc.yaml": route(
-      `http://127.0.0.1:${(hung.addr as Deno.NetAddr).port}`,
-      "timeouts: { request: 300ms }\n",
-    ),
+    "svc.yaml": route(hung.httpUrl, "timeouts: { request: 300ms }\n"),
   });
   const response = await fetch(`http://${l.address("svc")}/`);
   assert.equal(response.status, 504);
@@ -358,33 +355,21 @@ Deno.test("answers 504 when the upstream sends no headers within timeouts.reques
     "legate; error=http_response_timeout",
   );
   await response.text();
-  hung.close();
-  for (const conn of accepted) conn.close();
 });
 
 Deno.test("cuts the client's response when the upstream resets mid-body", async () => {
-  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  (async () => {
-    for await (const conn of upstream) {
-      const buffer = new Uint8Array(4096);
-      await conn.read(buffer);
-      await conn.write(
-        new TextEncoder().encode(
-          "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\npartial",
-        ),
-      );
-      conn.close();
-    }
-  })();
-  await using l = await startLegate({
-    "svc.yaml": route(
-      `http://127.0.0.1:${(upstream.addr as Deno.NetAddr).port}`,
-    ),
+  await using upstream = startTcpServer(async (conn) => {
+    await conn.read(new Uint8Array(4096));
+    await conn.write(
+      encoder.encode(
+        "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\npartial",
+      ),
+    );
   });
+  await using l = await startLegate({ "svc.yaml": route(upstream.httpUrl) });
   const response = await fetch(`http://${l.address("svc")}/`);
   assert.equal(response.status, 200);
   await assert.rejects(response.text());
-  upstream.close();
 });
 
 Deno.test("a client that goes away mid-download cancels the upstream body", async () => {
@@ -412,46 +397,31 @@ Deno.test("a client that goes away mid-download cancels the upstream body", asyn
 
 Deno.test("reuses upstream connections and never fails a request on one the upstream closed", async () => {
   let connections = 0;
-  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  (async () => {
-    for await (const conn of upstream) {
-      connections++;
-      (async () => {
-        const buffer = new Uint8Array(4096);
-        // Answer two requests on this connection, then close it as an idle upstream would.
-        for (let i = 0; i < 2; i++) {
-          if (await conn.read(buffer) === null) break;
-          await conn.write(
-            new TextEncoder().encode(
-              "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            ),
-          );
-        }
-        conn.close();
-      })();
+  // Answers two requests on each connection, then closes it as an idle upstream would.
+  await using upstream = startTcpServer(async (conn) => {
+    connections++;
+    const buffer = new Uint8Array(4096);
+    for (let i = 0; i < 2; i++) {
+      if (await conn.read(buffer) === null) break;
+      await conn.write(
+        encoder.encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+      );
     }
-  })();
-  await using l = await startLegate({
-    "svc.yaml": route(
-      `http://127.0.0.1:${(upstream.addr as Deno.NetAddr).port}`,
-    ),
   });
+  await using l = await startLegate({ "svc.yaml": route(upstream.httpUrl) });
   for (let i = 0; i < 6; i++) {
     const response = await fetch(`http://${l.address("svc")}/`);
     assert.equal(response.status, 200, `request ${i}`);
     assert.equal(await response.text(), "ok");
   }
   assert.equal(connections, 3, "two requests per upstream connection");
-  upstream.close();
 });
 
 Deno.test("spreads requests over weighted upstreams and moves on when one refuses", async () => {
   const counts = { a: 0, b: 0 };
   await using a = startServer(() => (counts.a++, new Response("a")));
   await using b = startServer(() => (counts.b++, new Response("b")));
-  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const downPort = (closed.addr as Deno.NetAddr).port;
-  closed.close();
+  const downPort = freePort();
   await using l = await startLegate({
     "svc.yaml": `listen: 127.0.0.1:0
 upstreams:
@@ -474,19 +444,11 @@ upstreams:
 });
 
 Deno.test("answers 502 when the upstream does not speak HTTP", async () => {
-  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  (async () => {
-    for await (const conn of upstream) {
-      await conn.read(new Uint8Array(4096));
-      await conn.write(new TextEncoder().encode("SSH-2.0-OpenSSH_9.6\r\n\r\n"));
-      conn.close();
-    }
-  })();
-  await using l = await startLegate({
-    "svc.yaml": route(
-      `http://127.0.0.1:${(upstream.addr as Deno.NetAddr).port}`,
-    ),
+  await using upstream = startTcpServer(async (conn) => {
+    await conn.read(new Uint8Array(4096));
+    await conn.write(encoder.encode("SSH-2.0-OpenSSH_9.6\r\n\r\n"));
   });
+  await using l = await startLegate({ "svc.yaml": route(upstream.httpUrl) });
   const response = await fetch(`http://${l.address("svc")}/`);
   assert.equal(response.status, 502);
   assert.equal(
@@ -497,7 +459,6 @@ Deno.test("answers 502 when the upstream does not speak HTTP", async () => {
     await response.text(),
     /invalid status line: "SSH-2\.0-OpenSSH_9\.6"/,
   );
-  upstream.close();
 });
 
 Deno.test("a client that goes away mid-upload ends the upstream's request body", async () => {

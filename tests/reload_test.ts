@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Legate } from "../mod.ts";
-import { memoryLogger, startServer, waitFor } from "./_helpers.ts";
+import {
+  echoBytes,
+  freePort,
+  memoryLogger,
+  startServer,
+  startTcpServer,
+  waitFor,
+} from "./_helpers.ts";
 
 /** Legate on a routes directory the test edits, with the file watcher on. */
 async function startWatched(dir: string) {
@@ -42,14 +49,6 @@ async function body(url: string): Promise<string> {
   return await response.text();
 }
 
-/** A port that a route can listen on and keep across reloads. */
-function port(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
 const httpRoute = (listen: number, upstream: string) =>
   `listen: 127.0.0.1:${listen}\nupstreams: [${upstream}]\n`;
 
@@ -58,7 +57,7 @@ Deno.test("applies an in-place edit and a write-to-temp-then-rename edit", async
   await using two = startServer(named("two"));
   await using three = startServer(named("three"));
   const dir = await Deno.makeTempDir();
-  const listen = port();
+  const listen = freePort();
   const file = join(dir, "svc.yaml");
   await Deno.writeTextFile(file, httpRoute(listen, one.url));
   await using l = await startWatched(dir);
@@ -88,10 +87,10 @@ Deno.test("opens a listener for a new file and drains the listener of a removed 
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(
     join(dir, "a.yaml"),
-    httpRoute(port(), upstream.url),
+    httpRoute(freePort(), upstream.url),
   );
   await using l = await startWatched(dir);
-  const listen = port();
+  const listen = freePort();
   await Deno.writeTextFile(
     join(dir, "b.yaml"),
     httpRoute(listen, upstream.url),
@@ -116,7 +115,7 @@ Deno.test("follows a symlinked route file whose target changes outside the direc
   await using two = startServer(named("two"));
   const elsewhere = await Deno.makeTempDir();
   const dir = await Deno.makeTempDir();
-  const listen = port();
+  const listen = freePort();
   const target = join(elsewhere, "svc.yaml");
   await Deno.writeTextFile(target, httpRoute(listen, one.url));
   await Deno.symlink(target, join(dir, "svc.yaml"));
@@ -134,7 +133,7 @@ Deno.test("applies a Kubernetes ConfigMap update: the atomic ..data swap", async
   await using one = startServer(named("one"));
   await using two = startServer(named("two"));
   const dir = await Deno.makeTempDir();
-  const listen = port();
+  const listen = freePort();
   // What kubelet writes: a timestamped directory, ..data pointing at it, and
   // one symlink per key through ..data.
   const write = async (stamp: string, upstream: string) => {
@@ -167,7 +166,7 @@ Deno.test("keeps the last good routes serving through a bad edit, reports it, th
   await using one = startServer(named("one"));
   await using two = startServer(named("two"));
   const dir = await Deno.makeTempDir();
-  const listen = port();
+  const listen = freePort();
   const file = join(dir, "svc.yaml");
   await Deno.writeTextFile(file, httpRoute(listen, one.url));
   await using l = await startWatched(dir);
@@ -211,7 +210,7 @@ Deno.test("a reload that changes nothing does nothing", async () => {
   await using upstream = startServer(named("up"));
   const dir = await Deno.makeTempDir();
   const file = join(dir, "svc.yaml");
-  await Deno.writeTextFile(file, httpRoute(port(), upstream.url));
+  await Deno.writeTextFile(file, httpRoute(freePort(), upstream.url));
   await using l = await startWatched(dir);
   const before = l.legate.listeners[0]!.listener;
   await Deno.writeTextFile(
@@ -242,7 +241,7 @@ Deno.test("POST /reload answers with what changed, 422 when the routes are inval
 
   await Deno.writeTextFile(
     join(dir, "other.yaml"),
-    httpRoute(port(), upstream.url),
+    httpRoute(freePort(), upstream.url),
   );
   const applied = await fetch(`${l.admin}/reload`, { method: "POST" });
   assert.equal(applied.status, 200);
@@ -263,38 +262,16 @@ Deno.test("POST /reload answers with what changed, 422 when the routes are inval
 Deno.test("a reload storm drops no request and cuts no stream", async () => {
   await using one = startServer(named("one"));
   await using two = startServer(named("two"));
-  const echo = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const echoing = (async () => {
-    for await (const conn of echo) {
-      (async () => {
-        const buffer = new Uint8Array(65536);
-        try {
-          while (true) {
-            const n = await conn.read(buffer);
-            if (n === null) break;
-            let written = 0;
-            while (written < n) {
-              written += await conn.write(buffer.subarray(written, n));
-            }
-          }
-          await conn.closeWrite();
-        } catch {
-          // Reported by the client's checks.
-        } finally {
-          conn.close();
-        }
-      })();
-    }
-  })().catch(() => {});
+  await using echo = startTcpServer(echoBytes);
   const dir = await Deno.makeTempDir();
-  const httpPort = port();
-  const tcpPort = port();
-  const echoUrl = `tcp://127.0.0.1:${(echo.addr as Deno.NetAddr).port}`;
+  const httpPort = freePort();
+  const tcpPort = freePort();
+  const echoUrl = echo.tcpUrl;
   const configs = [
     {
       "http.yaml": httpRoute(httpPort, one.url),
       "tcp.yaml": `listen: 127.0.0.1:${tcpPort}\nupstreams: [${echoUrl}]\n`,
-      "extra.yaml": httpRoute(port(), two.url),
+      "extra.yaml": httpRoute(freePort(), two.url),
     },
     {
       "http.yaml":
@@ -367,8 +344,6 @@ Deno.test("a reload storm drops no request and cuts no stream", async () => {
   stop = true;
   const httpResult = await http;
   const tcpResult = await tcp;
-  echo.close();
-  await echoing;
 
   assert.deepEqual(httpResult.failures, []);
   assert.ok(httpResult.ok > 50, `requests completed: ${httpResult.ok}`);

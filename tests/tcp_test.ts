@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, startLegate, waitFor } from "./_helpers.ts";
+import { freePort, startLegate, startTcpServer, waitFor } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 
@@ -20,17 +20,10 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   return new Uint8Array(chunks);
 }
 
-/** A server that reads until the client half-closes, then answers with what it got and closes. */
-function startHalfCloseEcho(listener: Deno.Listener): Promise<void> {
-  return (async () => {
-    for await (const conn of listener) {
-      (async () => {
-        const received = await readAll(conn);
-        await conn.write(encoder.encode(`got ${received.length} bytes`));
-        conn.close();
-      })();
-    }
-  })().catch(() => {});
+/** Reads until the client half-closes, then answers with what it got. */
+async function halfCloseEcho(conn: Deno.Conn): Promise<void> {
+  const received = await readAll(conn);
+  await conn.write(encoder.encode(`got ${received.length} bytes`));
 }
 
 async function startRedis(): Promise<
@@ -110,12 +103,9 @@ Deno.test("forwards redis-server to redis-cli: PING and a multi-megabyte SET/GET
 });
 
 Deno.test("respects half-close: the upstream sees EOF and its reply still comes back", async () => {
-  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const serving = startHalfCloseEcho(upstream);
+  await using upstream = startTcpServer(halfCloseEcho);
   await using l = await startLegate({
-    "echo.yaml": `listen: 127.0.0.1:0\nupstreams: [tcp://127.0.0.1:${
-      (upstream.addr as Deno.NetAddr).port
-    }]\n`,
+    "echo.yaml": `listen: 127.0.0.1:0\nupstreams: [${upstream.tcpUrl}]\n`,
   });
   const conn = await connectTo(l.address("echo"));
   await conn.write(new Uint8Array(3 * 1024 * 1024));
@@ -125,8 +115,6 @@ Deno.test("respects half-close: the upstream sees EOF and its reply still comes 
     `got ${3 * 1024 * 1024} bytes`,
   );
   conn.close();
-  upstream.close();
-  await serving;
 });
 
 Deno.test("listens on and connects to Unix sockets, replacing a stale socket file", async () => {
@@ -136,7 +124,11 @@ Deno.test("listens on and connects to Unix sockets, replacing a stale socket fil
   // A socket file left behind by a process that is gone.
   Deno.listen({ transport: "unix", path: listenPath }).close();
   const upstream = Deno.listen({ transport: "unix", path: upstreamPath });
-  const serving = startHalfCloseEcho(upstream);
+  const serving = (async () => {
+    for await (const conn of upstream) {
+      halfCloseEcho(conn).finally(() => conn.close());
+    }
+  })().catch(() => {});
   {
     await using _l = await startLegate({
       "local.yaml":
@@ -184,20 +176,13 @@ Deno.test("closes the client's connection promptly when the upstream is down, an
 });
 
 Deno.test("closes both sides when a connection is idle for timeouts.idle", async () => {
-  const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   let upstreamSawEof = false;
-  const serving = (async () => {
-    for await (const conn of upstream) {
-      upstreamSawEof = (await readAll(conn).catch(() =>
-        new Uint8Array()
-      )).length === 0;
-      conn.close();
-    }
-  })().catch(() => {});
+  await using upstream = startTcpServer(async (conn) => {
+    upstreamSawEof = (await readAll(conn)).length === 0;
+  });
   await using l = await startLegate({
-    "idle.yaml": `listen: 127.0.0.1:0\nupstreams: [tcp://127.0.0.1:${
-      (upstream.addr as Deno.NetAddr).port
-    }]\ntimeouts: { idle: 200ms }\n`,
+    "idle.yaml":
+      `listen: 127.0.0.1:0\nupstreams: [${upstream.tcpUrl}]\ntimeouts: { idle: 200ms }\n`,
   });
   const conn = await connectTo(l.address("idle"));
   assert.equal(
@@ -207,6 +192,4 @@ Deno.test("closes both sides when a connection is idle for timeouts.idle", async
   );
   conn.close();
   await waitFor(() => upstreamSawEof, "the upstream to see the connection end");
-  upstream.close();
-  await serving;
 });
