@@ -33,6 +33,10 @@ import { ExchangeGroup, Http1Transport } from "../transport/http1.ts";
 import { Reachability } from "../upstream/reachability.ts";
 import { RoundRobin } from "../upstream/round_robin.ts";
 
+/** How often, and how far apart, a reload retries binding a busy address. */
+const REBIND_ATTEMPTS = 40;
+const REBIND_INTERVAL_MS = 25;
+
 /** Options of {@linkcode Legate.start}. */
 export interface LegateOptions {
   /** The routes directory. */
@@ -345,7 +349,7 @@ export class Legate {
     const opened = new Map<string, ActiveListener>();
     try {
       for (const plan of added) {
-        opened.set(plan.key, await openListener(plan, this.#context));
+        opened.set(plan.key, await this.#open(plan));
       }
     } catch (error) {
       await Promise.all([...opened.values()].map((l) => l.listener.drain(0)));
@@ -384,7 +388,7 @@ export class Legate {
     const failures: ReportedError[] = [];
     for (const plan of replaced) {
       try {
-        this.#listeners.set(plan.key, await openListener(plan, this.#context));
+        this.#listeners.set(plan.key, await this.#open(plan));
       } catch (error) {
         if (!(error instanceof ListenError)) throw error;
         failures.push({ message: explainListenError(error, plan).message });
@@ -412,6 +416,24 @@ export class Legate {
       updated,
     });
     return result;
+  }
+
+  /**
+   * Opens a listener during a reload. A port legate itself just stopped
+   * listening on can stay busy for a moment after Deno.serve's shutdown()
+   * resolves, so "address in use" is retried briefly before it counts.
+   */
+  async #open(plan: ListenerPlan): Promise<ActiveListener> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await openListener(plan, this.#context);
+      } catch (error) {
+        const busy = error instanceof ListenError &&
+          error.cause instanceof Deno.errors.AddrInUse;
+        if (!busy || attempt === REBIND_ATTEMPTS) throw error;
+        await new Promise((resolve) => setTimeout(resolve, REBIND_INTERVAL_MS));
+      }
+    }
   }
 
   #rejected(
