@@ -9,7 +9,7 @@ import type { Logger } from "../log.ts";
 import type { HttpRouter, RouteMatch } from "../router/router.ts";
 import { stripPrefix } from "../router/router.ts";
 import { ProxyError, statusForError } from "../transport/errors.ts";
-import { withoutHopByHop } from "../transport/headers.ts";
+import { type HeaderPair, withoutHopByHop } from "../transport/headers.ts";
 import type {
   ExchangeGroup,
   HttpTransport,
@@ -39,6 +39,8 @@ export interface HttpProxyContext {
   /** The listener's exchanges, cut together when its drain deadline passes. */
   readonly group: ExchangeGroup;
 }
+
+const VIA: HeaderPair = ["via", "1.1 legate"];
 
 /** Request headers that the transport or this pipeline set themselves. */
 const REQUEST_DROP = new Set(["host", "content-length", "expect"]);
@@ -98,10 +100,10 @@ async function proxyRequest(
 
   let failure: ProxyError | undefined;
   for (const endpoint of route.balancer.candidates()) {
-    headers.set(
+    headers[0] = [
       "host",
       service.preserveHost && host !== "" ? host : endpoint.authority,
-    );
+    ];
     let response: UpstreamResponse;
     try {
       response = await context.transport.send(endpoint, {
@@ -131,11 +133,11 @@ async function proxyRequest(
     }
     context.reachability.succeeded(service.name, endpoint.url);
     const responseHeaders = withoutHopByHop(response.headers);
-    responseHeaders.append("via", "1.1 legate");
+    responseHeaders.push(VIA);
     return new Response(response.body, {
       status: response.status,
       statusText: response.statusText,
-      headers: responseHeaders,
+      headers: responseHeaders as [string, string][],
     });
   }
   if (failure!.kind === "client_gone") {
@@ -158,23 +160,46 @@ function requestTarget(url: string): string {
   return slash < 0 ? "/" : url.slice(slash);
 }
 
+/**
+ * The request headers for the upstream, with a placeholder for Host first:
+ * end-to-end headers, `X-Forwarded-For` appended to, `X-Forwarded-Proto` and
+ * `X-Forwarded-Host` set, `Via` appended to.
+ */
 function forwardHeaders(
   request: Request,
   info: Deno.ServeHandlerInfo,
   host: string,
-): Headers {
-  const headers = withoutHopByHop(request.headers, REQUEST_DROP);
+): HeaderPair[] {
+  const headers: HeaderPair[] = [["host", host]];
+  let forwardedFor: string | undefined;
+  let via: string | undefined;
+  for (const pair of withoutHopByHop(request.headers, REQUEST_DROP)) {
+    switch (pair[0]) {
+      case "x-forwarded-for":
+        forwardedFor = pair[1];
+        break;
+      case "via":
+        via = pair[1];
+        break;
+      case "x-forwarded-proto":
+      case "x-forwarded-host":
+        break;
+      default:
+        headers.push(pair);
+    }
+  }
   const remote = info.remoteAddr as Deno.Addr;
   if (remote.transport === "tcp" || remote.transport === "udp") {
-    const previous = headers.get("x-forwarded-for");
-    headers.set(
+    headers.push([
       "x-forwarded-for",
-      previous ? `${previous}, ${remote.hostname}` : remote.hostname,
-    );
+      forwardedFor ? `${forwardedFor}, ${remote.hostname}` : remote.hostname,
+    ]);
+  } else if (forwardedFor) {
+    headers.push(["x-forwarded-for", forwardedFor]);
   }
-  headers.set("x-forwarded-proto", "http");
-  if (host !== "") headers.set("x-forwarded-host", host);
-  headers.append("via", "1.1 legate");
+  headers.push(["x-forwarded-proto", "http"]);
+  if (host !== "") headers.push(["x-forwarded-host", host]);
+  headers.push(via ? ["via", `${via}, 1.1 legate`] : VIA);
   return headers;
 }
 

@@ -13,38 +13,39 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 
+/** A header as a name (lowercase) and its value. */
+export type HeaderPair = readonly [name: string, value: string];
+
 /**
- * Copies `headers` without hop-by-hop headers: `Connection` and what it
+ * The end-to-end headers of `headers`: without `Connection` and what it
  * names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`,
- * `Upgrade`, and any name in `alsoDrop`.
+ * `Upgrade`, and any name in `alsoDrop`. Names must be lowercase, as `Headers`
+ * iterates them and the HTTP/1.1 transport parses them.
  *
  * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
  * import { withoutHopByHop } from "./headers.ts";
- * const h = withoutHopByHop(new Headers({ connection: "x-a", "x-a": "1", accept: "*\/*" }));
- * [...h.keys()]; // ["accept"]
+ * const kept = withoutHopByHop(new Headers({ connection: "x-a", "x-a": "1", accept: "*\/*" }));
+ * assert.deepEqual(kept, [["accept", "*\/*"]]);
  * ```
  */
 export function withoutHopByHop(
-  headers: Headers,
-  alsoDrop: ReadonlySet<string> = new Set(),
-): Headers {
-  const named = new Set(
-    (headers.get("connection") ?? "").split(",").map((n) =>
-      n.trim().toLowerCase()
-    ),
+  headers: Iterable<HeaderPair>,
+  alsoDrop: ReadonlySet<string> = NONE,
+): HeaderPair[] {
+  const all = Array.isArray(headers) ? headers as HeaderPair[] : [...headers];
+  let named: Set<string> | undefined;
+  for (const [name, value] of all) {
+    if (name !== "connection") continue;
+    named ??= new Set();
+    for (const token of value.split(",")) named.add(token.trim().toLowerCase());
+  }
+  return all.filter(([name]) =>
+    !HOP_BY_HOP.has(name) && !name.startsWith("proxy-") &&
+    !alsoDrop.has(name) &&
+    !named?.has(name)
   );
-  const result = new Headers();
-  for (const [name, value] of headers) {
-    if (
-      HOP_BY_HOP.has(name) || named.has(name) || name.startsWith("proxy-") ||
-      alsoDrop.has(name)
-    ) continue;
-    if (name === "set-cookie") continue;
-    result.append(name, value);
-  }
-  for (const cookie of headers.getSetCookie()) {
-    result.append("set-cookie", cookie);
-  }
-  return result;
 }
+
+const NONE: ReadonlySet<string> = new Set();

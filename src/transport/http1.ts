@@ -18,6 +18,7 @@ import {
   writeAll,
 } from "./connect.ts";
 import { classifySocketError, ProxyError } from "./errors.ts";
+import type { HeaderPair } from "./headers.ts";
 import { IdleTimer } from "./idle_timer.ts";
 import { schedule } from "./timer_wheel.ts";
 
@@ -28,7 +29,7 @@ export interface UpstreamRequest {
   /** Request target: path and query exactly as they go on the wire. */
   readonly target: string;
   /** End-to-end headers, Host included; framing headers are the transport's. */
-  readonly headers: Headers;
+  readonly headers: readonly HeaderPair[];
   /** Body, or null for none. */
   readonly body: ReadableStream<Uint8Array> | null;
   /** Body length when known (sent as Content-Length); null streams it chunked. */
@@ -45,8 +46,8 @@ export interface UpstreamResponse {
   readonly status: number;
   /** Reason phrase. */
   readonly statusText: string;
-  /** Response headers, framing headers included. */
-  readonly headers: Headers;
+  /** Response headers as received (names lowercased), framing headers included. */
+  readonly headers: HeaderPair[];
   /**
    * Body: bytes when small (up to 16 KiB with a Content-Length), a stream
    * otherwise, null when the response has none (HEAD, 204, 304).
@@ -124,6 +125,10 @@ export interface Http1TransportOptions {
 }
 
 const MAX_HEAD_BYTES = 64 * 1024;
+/** RFC 9110 token characters. */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+// deno-lint-ignore no-control-regex
+const INVALID_VALUE = /[\0\r\n]/;
 const SMALL_BODY_BYTES = 16 * 1024;
 const READ_CHUNK_BYTES = 64 * 1024;
 const latin1 = new TextDecoder("latin1");
@@ -595,7 +600,7 @@ type Framing =
 interface ResponseHead {
   status: number;
   statusText: string;
-  headers: Headers;
+  headers: HeaderPair[];
   framing: Framing;
   keepAlive: boolean;
 }
@@ -617,10 +622,16 @@ async function readResponseHead(
       );
     }
     const status = Number(statusLine[2]);
-    const headers = new Headers();
-    for (const line of lines.slice(1)) {
+    const headers: HeaderPair[] = [];
+    let connectionTokens = "";
+    let encoding: string | undefined;
+    let length: string | undefined;
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
       const colon = line.indexOf(":");
-      if (colon <= 0 || /\s/.test(line[colon - 1]!) || /^\s/.test(line)) {
+      const name = line.slice(0, colon).toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      if (colon <= 0 || !HEADER_NAME.test(name) || INVALID_VALUE.test(value)) {
         throw new ProxyError(
           "http_protocol_error",
           `upstream sent an invalid header line: ${
@@ -628,15 +639,11 @@ async function readResponseHead(
           }`,
         );
       }
-      try {
-        headers.append(line.slice(0, colon), line.slice(colon + 1).trim());
-      } catch {
-        throw new ProxyError(
-          "http_protocol_error",
-          `upstream sent an invalid header: ${
-            JSON.stringify(line.slice(0, 80))
-          }`,
-        );
+      headers.push([name, value]);
+      if (name === "connection") connectionTokens += `${value.toLowerCase()},`;
+      else if (name === "transfer-encoding") encoding = value;
+      else if (name === "content-length") {
+        length = length === undefined ? value : `${length},${value}`;
       }
     }
     if (status >= 100 && status < 200) {
@@ -655,8 +662,7 @@ async function readResponseHead(
       );
     }
     const http11 = statusLine[1] === "1";
-    const connectionTokens = (headers.get("connection") ?? "").toLowerCase();
-    const framing = responseFraming(method, status, headers);
+    const framing = responseFraming(method, status, encoding, length);
     const keepAlive = framing.kind !== "close" &&
       (http11
         ? !connectionTokens.includes("close")
@@ -703,19 +709,18 @@ async function readHeadBlock(connection: Http1Connection): Promise<string> {
 function responseFraming(
   method: string,
   status: number,
-  headers: Headers,
+  encoding: string | undefined,
+  length: string | undefined,
 ): Framing {
   if (method === "HEAD" || status === 204 || status === 304) {
     return { kind: "none" };
   }
-  const encoding = headers.get("transfer-encoding");
-  if (encoding !== null) {
+  if (encoding !== undefined) {
     return /(?:^|,)\s*chunked\s*$/i.test(encoding)
       ? { kind: "chunked" }
       : { kind: "close" };
   }
-  const length = headers.get("content-length");
-  if (length !== null) {
+  if (length !== undefined) {
     const values = new Set(length.split(",").map((v) => v.trim()));
     const value = [...values][0]!;
     if (values.size !== 1 || !/^\d+$/.test(value)) {
