@@ -127,7 +127,6 @@ export interface Http1TransportOptions {
 const MAX_HEAD_BYTES = 64 * 1024;
 /** RFC 9110 token characters. */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
-// deno-lint-ignore no-control-regex
 const INVALID_VALUE = /[\0\r\n]/;
 const SMALL_BODY_BYTES = 16 * 1024;
 const READ_CHUNK_BYTES = 64 * 1024;

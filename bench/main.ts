@@ -1,0 +1,190 @@
+/**
+ * `deno task bench`: benchmarks legate against nginx, HAProxy, socat and no
+ * proxy on loopback, and writes BENCHMARKS.md and bench/ratios.svg.
+ *
+ * It starts the Deno upstreams and every proxy as child processes, checks
+ * that each forwards correctly, runs every scenario against the targets
+ * interleaved (direct, nginx, HAProxy, socat, legate, then again), measuring
+ * the proxy's CPU and memory through /proc, and stops every child at the end,
+ * on failure and on SIGINT/SIGTERM too.
+ *
+ * ```sh
+ * deno task bench [--quick] [--workers N] [--reps N] [--seconds N] [--scenarios id,id]
+ * ```
+ *
+ * The task runs with `--allow-all`: Deno grants reads of /proc (CPU time and
+ * memory of the proxies) to no narrower permission, and `--allow-run` of
+ * nginx, HAProxy and socat is as strong anyway.
+ * @module
+ */
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import {
+  BENCH_DIR,
+  ROOT,
+  startCommands,
+  startTargets,
+  startUpstream,
+  type TargetName,
+} from "./peers.ts";
+import {
+  initClockTicks,
+  measure,
+  memoryMb,
+  type Proc,
+  run,
+  stop,
+} from "./procs.ts";
+import {
+  fmt,
+  machineInfo,
+  renderMarkdown,
+  renderSvg,
+  type RunRecord,
+} from "./report.ts";
+import {
+  runScenario,
+  SCENARIOS,
+  type Settings,
+  smokeCheck,
+} from "./scenarios.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean", default: false },
+    workers: { type: "string", default: "1" },
+    reps: { type: "string" },
+    seconds: { type: "string" },
+    scenarios: { type: "string" },
+  },
+});
+
+function intFlag(name: string, text: string, min: number, max: number) {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    console.error(`--${name} must be a whole number from ${min} to ${max}`);
+    Deno.exit(2);
+  }
+  return n;
+}
+
+const quick = values.quick;
+const workers = intFlag("workers", values.workers, 1, 16);
+const reps = intFlag("reps", values.reps ?? (quick ? "1" : "3"), 1, 20);
+const settings: Settings = {
+  seconds: intFlag("seconds", values.seconds ?? (quick ? "1" : "6"), 1, 120),
+  bulkBytes: (quick ? 256 : 2048) * 2 ** 20,
+};
+const warmup: Settings | undefined = quick
+  ? undefined
+  : { seconds: 2, bulkBytes: 256 * 2 ** 20 };
+const wanted = values.scenarios?.split(",");
+const unknown = wanted?.filter((id) => !SCENARIOS.some((s) => s.id === id));
+if (unknown && unknown.length > 0) {
+  console.error(
+    `--scenarios: unknown ${unknown.join(", ")}; known: ${
+      SCENARIOS.map((s) => s.id).join(", ")
+    }`,
+  );
+  Deno.exit(2);
+}
+const scenarios = SCENARIOS.filter((s) => !wanted || wanted.includes(s.id));
+
+const t0 = performance.now();
+const log = (text: string) =>
+  console.error(`[${((performance.now() - t0) / 1000).toFixed(1)}s] ${text}`);
+
+await initClockTicks();
+const machine = await machineInfo();
+const dir = await Deno.makeTempDir({ prefix: "legate-bench-" });
+const procs: Proc[] = [];
+const records: RunRecord[] = [];
+const idleMb: Partial<Record<TargetName, number>> = {};
+
+let cleaning: Promise<void> | undefined;
+const cleanup = () =>
+  cleaning ??= (async () => {
+    for (const proc of [...procs].reverse()) {
+      await stop(proc).catch((e) => log(`stopping ${proc.name}: ${e}`));
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  })();
+const onSignal = () => {
+  log("interrupted: stopping child processes");
+  cleanup().finally(() => Deno.exit(130));
+};
+Deno.addSignalListener("SIGINT", onSignal);
+Deno.addSignalListener("SIGTERM", onSignal);
+
+try {
+  const upstream = await startUpstream(procs);
+  const targets = await startTargets(upstream, dir, workers, procs);
+  for (const target of targets) {
+    await smokeCheck(target);
+    if (target.pids.length > 0) {
+      idleMb[target.name] = await memoryMb(target.pids);
+    }
+  }
+  log(`started and checked: ${targets.map((t) => t.name).join(", ")}`);
+  const alive = () => {
+    const dead = procs.find((p) => p.exited());
+    if (dead) throw new Error(`${dead.name} exited:\n${dead.output()}`);
+  };
+  for (const scenario of scenarios) {
+    const mine = targets.filter((t) => scenario.tcp || t.name !== "socat");
+    if (warmup) {
+      for (const target of mine) await runScenario(scenario, target, warmup);
+    }
+    for (let rep = 1; rep <= reps; rep++) {
+      for (const target of mine) {
+        alive();
+        const { result, usage } = await measure(
+          target.pids,
+          () => runScenario(scenario, target, settings),
+        );
+        records.push({
+          scenario: scenario.id,
+          target: target.name,
+          rep,
+          result,
+          usage,
+        });
+        log(
+          `${scenario.id} ${rep}/${reps} ${target.name}: ${
+            fmt(result.throughput)
+          } ${scenario.unit}, p99 ${fmt(result.p99Ms)} ms, CPU ${
+            fmt(usage?.cpuSeconds)
+          } s, peak ${fmt(usage?.peakMb)} MB, errors ${result.errors}`,
+        );
+      }
+    }
+  }
+} finally {
+  Deno.removeSignalListener("SIGINT", onSignal);
+  Deno.removeSignalListener("SIGTERM", onSignal);
+  await cleanup();
+}
+
+const input = {
+  quick,
+  reps,
+  workers,
+  settings,
+  machine,
+  scenarios,
+  records,
+  idleMb,
+  startCommands: startCommands(),
+  argv: Deno.args,
+  elapsedSeconds: (performance.now() - t0) / 1000,
+};
+const markdown = join(ROOT, "BENCHMARKS.md");
+const svg = join(BENCH_DIR, "ratios.svg");
+await Deno.writeTextFile(markdown, renderMarkdown(input));
+await Deno.writeTextFile(svg, renderSvg(input));
+// the repository's `deno fmt --check` covers both files
+await run(Deno.execPath(), ["fmt", "--quiet", markdown, svg], 30_000, ROOT);
+const text = await Deno.readTextFile(markdown);
+console.log(text.slice(text.indexOf("## Summary"), text.indexOf("![")).trim());
+log(`wrote ${markdown} and ${svg}`);
