@@ -8,16 +8,26 @@
 import { closeQuietly, writeAll } from "./connect.ts";
 import { IdleTimer } from "./idle_timer.ts";
 
-const BUFFER_BYTES = 64 * 1024;
-const POOLED_BUFFERS = 256;
-const freeBuffers: Uint8Array[] = [];
+/**
+ * Each direction starts with a small buffer and moves to a large one once a
+ * read fills it: chatty connections stay cheap (200 of them hold 6 MiB, not
+ * 50), and bulk transfers get the large buffers that throughput needs.
+ */
+const SMALL_BYTES = 16 * 1024;
+const LARGE_BYTES = 256 * 1024;
+const POOLED_PER_SIZE = 128;
+const pools = new Map<number, Uint8Array[]>([[SMALL_BYTES, []], [
+  LARGE_BYTES,
+  [],
+]]);
 
-function takeBuffer(): Uint8Array {
-  return freeBuffers.pop() ?? new Uint8Array(BUFFER_BYTES);
+function takeBuffer(size: number): Uint8Array {
+  return pools.get(size)!.pop() ?? new Uint8Array(size);
 }
 
 function returnBuffer(buffer: Uint8Array): void {
-  if (freeBuffers.length < POOLED_BUFFERS) freeBuffers.push(buffer);
+  const pool = pools.get(buffer.length)!;
+  if (pool.length < POOLED_PER_SIZE) pool.push(buffer);
 }
 
 /** How a relayed connection ended. */
@@ -62,7 +72,7 @@ export function relay(
   };
   const idle = new IdleTimer(idleMs, () => closeBoth("idle"));
   const copy = async (from: Deno.Conn, to: Deno.Conn): Promise<number> => {
-    const buffer = takeBuffer();
+    let buffer = takeBuffer(SMALL_BYTES);
     let total = 0;
     try {
       while (true) {
@@ -71,6 +81,10 @@ export function relay(
         idle.touch();
         await writeAll(to, buffer.subarray(0, n));
         total += n;
+        if (n === buffer.length && buffer.length === SMALL_BYTES) {
+          returnBuffer(buffer);
+          buffer = takeBuffer(LARGE_BYTES);
+        }
       }
       await to.closeWrite();
     } catch {
