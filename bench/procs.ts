@@ -6,6 +6,7 @@
  * process and all its descendants.
  * @module
  */
+import { freePort } from "../scripts/free_port.ts";
 
 const TAIL_BYTES = 16 * 1024;
 
@@ -134,14 +135,6 @@ export async function waitUntil(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-}
-
-/** A loopback port that was free a moment ago (bound to port 0, then closed). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port`. */
@@ -306,3 +299,5 @@ export function median(values: number[]): number {
   const mid = Math.floor(s.length / 2);
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
+
+export { freePort };

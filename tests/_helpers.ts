@@ -4,6 +4,7 @@
  * conditions with a deadline instead of sleeping.
  * @module
  */
+import { freePort } from "../scripts/free_port.ts";
 import { join } from "node:path";
 import { Legate, Logger } from "../mod.ts";
 import { startFlags } from "../scripts/compile.ts";
@@ -150,14 +151,6 @@ export async function echoBytes(conn: Deno.Conn): Promise<void> {
   await conn.closeWrite();
 }
 
-/** A loopback port that was free a moment ago. */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
 /** Polls `condition` until it holds, failing after `timeoutMs`. */
 export async function waitFor(
   condition: () => boolean | Promise<boolean>,
@@ -240,3 +233,5 @@ export async function rawHttp(
   conn.close();
   return text;
 }
+
+export { freePort };
