@@ -678,7 +678,9 @@ async function readResponseHead(
 
 async function readHeadBlock(connection: Http1Connection): Promise<string> {
   while (true) {
-    const { buffer, start, end } = connection;
+    const { buffer, start } = connection;
+    // Only the first 64 KiB may hold the head, however much has arrived.
+    const end = Math.min(connection.end, start + MAX_HEAD_BYTES + 4);
     for (let i = start; i + 3 < end; i++) {
       if (
         buffer[i] === 13 && buffer[i + 1] === 10 && buffer[i + 2] === 13 &&
@@ -688,7 +690,7 @@ async function readHeadBlock(connection: Http1Connection): Promise<string> {
         return latin1.decode(buffer.subarray(start, i));
       }
     }
-    if (end - start > MAX_HEAD_BYTES) {
+    if (connection.end - start > MAX_HEAD_BYTES) {
       throw new ProxyError(
         "http_protocol_error",
         "upstream response headers exceed 64 KiB",
