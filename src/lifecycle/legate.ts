@@ -683,7 +683,7 @@ async function openListener(
       listener: await serveHttp(
         plan.address,
         createHttpHandler(() => router, { ...context, group }),
-        () => group.cutAll(),
+        group,
       ),
       update(next) {
         router = httpRouter(next);

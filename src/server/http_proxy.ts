@@ -9,7 +9,12 @@ import type { Logger } from "../log.ts";
 import type { HttpRouter, RouteMatch } from "../router/router.ts";
 import { stripPrefix } from "../router/router.ts";
 import { ProxyError, statusForError } from "../transport/errors.ts";
-import { type HeaderPair, withoutHopByHop } from "../transport/headers.ts";
+import {
+  type HeaderPair,
+  isHopByHop,
+  withoutConnectionNamed,
+  withoutHopByHop,
+} from "../transport/headers.ts";
 import type {
   ExchangeGroup,
   HttpTransport,
@@ -42,9 +47,6 @@ export interface HttpProxyContext {
 
 const VIA: HeaderPair = ["via", "1.1 legate"];
 
-/** Request headers that the transport or this pipeline set themselves. */
-const REQUEST_DROP = new Set(["host", "content-length", "expect"]);
-
 const STATUS_TEXT: Record<number, string> = {
   404: "Not Found",
   499: "Client Closed Request",
@@ -72,7 +74,8 @@ async function proxyRequest(
   const target = requestTarget(request.url);
   const query = target.indexOf("?");
   const path = query < 0 ? target : target.slice(0, query);
-  const host = request.headers.get("host") ?? "";
+  const incoming = readRequestHeaders(request, info);
+  const { host, headers } = incoming;
   const route = router.route(host, path);
   if (!route) {
     const services = router.routes.map((r) =>
@@ -92,11 +95,9 @@ async function proxyRequest(
     ? stripPrefix(service.match.pathPrefix, path) +
       (query < 0 ? "" : target.slice(query))
     : target;
-  const headers = forwardHeaders(request, info, host);
-  const lengthHeader = request.headers.get("content-length");
-  const bodyLength = lengthHeader !== null && /^\d+$/.test(lengthHeader)
-    ? Number(lengthHeader)
-    : null;
+  // A request without Content-Length or Transfer-Encoding has no body (RFC
+  // 9112 6.3); not touching request.body then saves creating its stream.
+  const body = incoming.framed ? request.body : null;
 
   let failure: ProxyError | undefined;
   for (const endpoint of route.balancer.candidates()) {
@@ -110,8 +111,8 @@ async function proxyRequest(
         method: request.method,
         target: forwardedTarget,
         headers,
-        body: request.body,
-        bodyLength,
+        body,
+        bodyLength: incoming.bodyLength,
         signal: request.signal,
         group: context.group,
       }, service.timeouts);
@@ -160,21 +161,49 @@ function requestTarget(url: string): string {
   return slash < 0 ? "/" : url.slice(slash);
 }
 
+/** What the pipeline reads from the client's request headers in one pass. */
+interface IncomingHeaders {
+  /** The headers for the upstream, with a placeholder for Host first. */
+  readonly headers: HeaderPair[];
+  /** The client's Host header, or "". */
+  readonly host: string;
+  /** Whether the request frames a body (Content-Length or Transfer-Encoding). */
+  readonly framed: boolean;
+  /** The body's length when Content-Length gives it. */
+  readonly bodyLength: number | null;
+}
+
 /**
- * The request headers for the upstream, with a placeholder for Host first:
- * end-to-end headers, `X-Forwarded-For` appended to, `X-Forwarded-Proto` and
+ * Reads the client's headers once and builds the upstream's: end-to-end
+ * headers, `X-Forwarded-For` appended to, `X-Forwarded-Proto` and
  * `X-Forwarded-Host` set, `Via` appended to.
  */
-function forwardHeaders(
+function readRequestHeaders(
   request: Request,
   info: Deno.ServeHandlerInfo,
-  host: string,
-): HeaderPair[] {
-  const headers: HeaderPair[] = [["host", host]];
+): IncomingHeaders {
+  const headers: HeaderPair[] = [["host", ""]];
+  let host = "";
+  let length: string | undefined;
+  let framed = false;
+  let connection: string | undefined;
   let forwardedFor: string | undefined;
   let via: string | undefined;
-  for (const pair of withoutHopByHop(request.headers, REQUEST_DROP)) {
+  for (const pair of request.headers) {
     switch (pair[0]) {
+      case "host":
+        host = pair[1];
+        break;
+      case "content-length":
+        length = pair[1];
+        framed = true;
+        break;
+      case "transfer-encoding":
+        framed = true;
+        break;
+      case "connection":
+        connection = pair[1];
+        break;
       case "x-forwarded-for":
         forwardedFor = pair[1];
         break;
@@ -183,9 +212,10 @@ function forwardHeaders(
         break;
       case "x-forwarded-proto":
       case "x-forwarded-host":
+      case "expect":
         break;
       default:
-        headers.push(pair);
+        if (!isHopByHop(pair[0])) headers.push(pair);
     }
   }
   const remote = info.remoteAddr as Deno.Addr;
@@ -200,7 +230,16 @@ function forwardHeaders(
   headers.push(["x-forwarded-proto", "http"]);
   if (host !== "") headers.push(["x-forwarded-host", host]);
   headers.push(via ? ["via", `${via}, 1.1 legate`] : VIA);
-  return headers;
+  return {
+    headers: connection === undefined
+      ? headers
+      : withoutConnectionNamed(headers, connection),
+    host,
+    framed,
+    bodyLength: length !== undefined && /^\d+$/.test(length)
+      ? Number(length)
+      : null,
+  };
 }
 
 function errorResponse(error: ProxyError): Response {

@@ -31,22 +31,26 @@ export class ListenError extends Error {
 /** How long cut requests get to unwind before drain() returns anyway. */
 const CUT_GRACE_MS = 1_000;
 
+/** The work in flight on an HTTP listener, as its request pipeline tracks it. */
+export interface InFlight {
+  /** Requests in flight. */
+  readonly size: number;
+  /** Ends every request in flight. */
+  cutAll(): void;
+}
+
+const NOTHING_IN_FLIGHT: InFlight = { size: 0, cutAll() {} };
+
 /**
  * Serves HTTP on `address`. Responses are sent as the handler builds them:
- * no automatic compression. `cutAll` is called when a drain deadline passes,
- * to end the requests still in flight.
+ * no automatic compression. `inFlight` counts the handler's work and cuts it
+ * when a drain deadline passes.
  */
 export async function serveHttp(
   address: ListenAddress,
   handler: Deno.ServeHandler,
-  cutAll: () => void = () => {},
+  inFlight: InFlight = NOTHING_IN_FLIGHT,
 ): Promise<RunningListener> {
-  let inFlight = 0;
-  const counted: Deno.ServeHandler = (request, info) => {
-    inFlight++;
-    info.completed.finally(() => inFlight--);
-    return handler(request, info);
-  };
   const common = {
     automaticCompression: false,
     onListen() {},
@@ -58,12 +62,12 @@ export async function serveHttp(
       await removeStaleSocket(address.path);
       server = Deno.serve(
         { ...common, transport: "unix", path: address.path },
-        counted,
+        handler,
       );
     } else {
       server = Deno.serve(
         { ...common, hostname: address.hostname, port: address.port },
-        counted,
+        handler,
       );
     }
   } catch (cause) {
@@ -71,14 +75,14 @@ export async function serveHttp(
   }
   return {
     addr: server.addr,
-    active: () => inFlight,
+    active: () => inFlight.size,
     async drain(deadlineMs) {
       const finished = await withDeadline(server.shutdown(), deadlineMs);
       if (finished) return 0;
-      const cut = inFlight;
+      const cut = inFlight.size;
       // Aborting Deno.serve's signal after shutdown() throws inside Deno
       // (BadResource), so requests are cut where they touch their upstream.
-      cutAll();
+      inFlight.cutAll();
       await withDeadline(server.finished.catch(() => {}), CUT_GRACE_MS);
       return cut;
     },

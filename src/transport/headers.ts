@@ -19,7 +19,7 @@ export type HeaderPair = readonly [name: string, value: string];
 /**
  * The end-to-end headers of `headers`: without `Connection` and what it
  * names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`,
- * `Upgrade`, and any name in `alsoDrop`. Names must be lowercase, as `Headers`
+ * `Upgrade`. Names must be lowercase, as `Headers`
  * iterates them and the HTTP/1.1 transport parses them.
  *
  * @example Usage
@@ -32,20 +32,26 @@ export type HeaderPair = readonly [name: string, value: string];
  */
 export function withoutHopByHop(
   headers: Iterable<HeaderPair>,
-  alsoDrop: ReadonlySet<string> = NONE,
 ): HeaderPair[] {
   const all = Array.isArray(headers) ? headers as HeaderPair[] : [...headers];
-  let named: Set<string> | undefined;
-  for (const [name, value] of all) {
-    if (name !== "connection") continue;
-    named ??= new Set();
-    for (const token of value.split(",")) named.add(token.trim().toLowerCase());
-  }
-  return all.filter(([name]) =>
-    !HOP_BY_HOP.has(name) && !name.startsWith("proxy-") &&
-    !alsoDrop.has(name) &&
-    !named?.has(name)
-  );
+  const kept = all.filter(([name]) => !isHopByHop(name));
+  const connection = all.filter(([name]) => name === "connection")
+    .map(([, value]) => value).join(",");
+  return connection === "" ? kept : withoutConnectionNamed(kept, connection);
 }
 
-const NONE: ReadonlySet<string> = new Set();
+/** Whether a header only concerns one connection (`Proxy-*` included). */
+export function isHopByHop(name: string): boolean {
+  return HOP_BY_HOP.has(name) || name.startsWith("proxy-");
+}
+
+/** `headers` without those the `Connection` value `connection` names. */
+export function withoutConnectionNamed(
+  headers: HeaderPair[],
+  connection: string,
+): HeaderPair[] {
+  const named = new Set(
+    connection.split(",").map((token) => token.trim().toLowerCase()),
+  );
+  return headers.filter(([name]) => !named.has(name));
+}
