@@ -54,6 +54,11 @@ export class Logger {
     return this.#format === "json";
   }
 
+  /** Whether events at `level` are written; skips building fields that would be dropped. */
+  enabled(level: LogLevel): boolean {
+    return RANK[level] >= this.#level;
+  }
+
   /** Logs at debug level. */
   debug(message: string, fields: LogFields = {}): void {
     this.#log("debug", message, fields);

@@ -133,6 +133,15 @@ async function proxyRequest(
       break;
     }
     context.reachability.succeeded(service.name, endpoint.url);
+    if (context.log.enabled("debug")) {
+      context.log.debug("request", {
+        service: service.name,
+        method: request.method,
+        target,
+        upstream: endpoint.url,
+        status: response.status,
+      });
+    }
     const responseHeaders = withoutHopByHop(response.headers);
     responseHeaders.push(VIA);
     return new Response(response.body, {
