@@ -69,7 +69,7 @@ function hostMatches(pattern: string | undefined, host: string): boolean {
 }
 
 /** Whether `prefix` covers `path` on a segment boundary. */
-export function prefixMatches(prefix: string, path: string): boolean {
+function prefixMatches(prefix: string, path: string): boolean {
   return prefix === "/" || path === prefix || path.startsWith(`${prefix}/`);
 }
 
