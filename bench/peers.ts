@@ -8,14 +8,7 @@
  */
 import { startFlags } from "../scripts/compile.ts";
 import { join } from "node:path";
-import {
-  accepts,
-  freePort,
-  type Proc,
-  spawn,
-  stop,
-  waitUntil,
-} from "./procs.ts";
+import { accepts, freePort, type Proc, spawn, stop, waitFor } from "./procs.ts";
 
 /** The bench/ directory. */
 export const BENCH_DIR: string = new URL(".", import.meta.url).pathname;
@@ -75,7 +68,7 @@ async function ready(
   proc: Proc,
   condition: () => Promise<boolean>,
 ): Promise<void> {
-  await waitUntil(async () => {
+  await waitFor(async () => {
     if (proc.exited()) {
       throw new Error(`${proc.name} exited early:\n${proc.output()}`);
     }

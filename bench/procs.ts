@@ -7,6 +7,7 @@
  * @module
  */
 import { freePort } from "../scripts/free_port.ts";
+import { waitFor } from "../scripts/wait_for.ts";
 
 const TAIL_BYTES = 16 * 1024;
 
@@ -122,19 +123,6 @@ export async function run(
     stdout: text.decode(out.stdout),
     stderr: text.decode(out.stderr),
   };
-}
-
-/** Polls `condition` every 50 ms until it holds; throws after `timeoutMs`. */
-export async function waitUntil(
-  condition: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 15_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port`. */
@@ -300,4 +288,4 @@ export function median(values: number[]): number {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-export { freePort };
+export { freePort, waitFor };

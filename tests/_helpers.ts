@@ -5,6 +5,7 @@
  * @module
  */
 import { freePort } from "../scripts/free_port.ts";
+import { waitFor } from "../scripts/wait_for.ts";
 import { join } from "node:path";
 import { Legate, Logger } from "../mod.ts";
 import { startFlags } from "../scripts/compile.ts";
@@ -151,19 +152,6 @@ export async function echoBytes(conn: Deno.Conn): Promise<void> {
   await conn.closeWrite();
 }
 
-/** Polls `condition` until it holds, failing after `timeoutMs`. */
-export async function waitFor(
-  condition: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 /** A stream of `total` bytes in `chunk`-sized pieces, made as it is read. */
 export function generatedStream(
   total: number,
@@ -234,4 +222,4 @@ export async function rawHttp(
   return text;
 }
 
-export { freePort };
+export { freePort, waitFor };
