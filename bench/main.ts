@@ -121,7 +121,17 @@ try {
   const upstream = await startUpstream(procs);
   const targets = await startTargets(upstream, dir, workers, procs);
   for (const target of targets) {
-    await smokeCheck(target);
+    try {
+      await smokeCheck(target);
+    } catch (error) {
+      const dead = procs.filter((p) => p.exited());
+      throw new Error(
+        `${target.name} failed its check: ${(error as Error).message}${
+          dead.map((p) => `\n${p.name} had exited:\n${p.output()}`).join("")
+        }`,
+        { cause: error },
+      );
+    }
     if (target.pids.length > 0) {
       idleMb[target.name] = await memoryMb(target.pids);
     }

@@ -77,8 +77,17 @@ async function sink(conn: Deno.Conn): Promise<void> {
 function serveTcp(handler: (conn: Deno.Conn) => Promise<void>): number {
   const listener = Deno.listen({ hostname: HOST, port: 0 });
   (async () => {
-    for await (const conn of listener) {
-      conn.setNoDelay(true);
+    while (true) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource) return; // closed
+        // A connection reset before it was accepted (readiness probes do
+        // that) fails alone; the listener goes on.
+        continue;
+      }
+      (conn as Deno.TcpConn).setNoDelay(true);
       handler(conn);
     }
   })();

@@ -193,3 +193,33 @@ Deno.test("closes both sides when a connection is idle for timeouts.idle", async
   conn.close();
   await waitFor(() => upstreamSawEof, "the upstream to see the connection end");
 });
+
+Deno.test("keeps accepting after clients reset their connections before they are accepted", async () => {
+  await using upstream = startTcpServer(halfCloseEcho);
+  await using l = await startLegate({
+    "echo.yaml": `listen: 127.0.0.1:0\nupstreams: [${upstream.tcpUrl}]\n`,
+  });
+  const port = l.address("echo").split(":")[1]!;
+  // SO_LINGER 0 makes close() send a reset; Deno cannot, so Python does.
+  const reset = await new Deno.Command("python3", {
+    args: [
+      "-c",
+      `import socket, struct
+for _ in range(300):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.connect(("127.0.0.1", ${port}))
+    s.close()`,
+    ],
+  }).output();
+  assert.equal(reset.code, 0, new TextDecoder().decode(reset.stderr));
+  const conn = await connectTo(l.address("echo"));
+  // A listener that stopped accepting would leave this connection waiting forever.
+  const deadline = setTimeout(() => conn.close(), 10_000);
+  await conn.write(encoder.encode("still here"));
+  await conn.closeWrite();
+  const reply = await readAll(conn).catch(() => new Uint8Array());
+  clearTimeout(deadline);
+  assert.equal(new TextDecoder().decode(reply), "got 10 bytes");
+  conn.close();
+});

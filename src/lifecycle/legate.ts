@@ -698,6 +698,11 @@ async function openListener(
     listener: await serveTcp(
       plan.address,
       createTcpHandler(() => route, context),
+      (error, transient) =>
+        context.log[transient ? "debug" : "warn"]("accept failed", {
+          listener: plan.key,
+          reason: error.message,
+        }),
     ),
     update(next) {
       route = tcpRoute(next);

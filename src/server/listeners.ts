@@ -97,10 +97,20 @@ export interface Connection {
   cut(): void;
 }
 
-/** Accepts TCP (or Unix socket) connections on `address` and hands each to `onConnection`. */
+/** Accept failures are retried after a pause that doubles up to 1 s. */
+const ACCEPT_BACKOFF_MS = { first: 5, max: 1_000 } as const;
+
+/**
+ * Accepts TCP (or Unix socket) connections on `address` and hands each to
+ * `onConnection`. A failed accept never stops the listener: a connection the
+ * client reset before it was accepted fails alone (ENOTCONN, ECONNABORTED),
+ * and running out of file descriptors pauses accepting with a backoff.
+ * `onAcceptError` hears of each failure and whether the client caused it.
+ */
 export async function serveTcp(
   address: ListenAddress,
   onConnection: (conn: Deno.Conn) => Connection,
+  onAcceptError: (error: Error, transient: boolean) => void = () => {},
 ): Promise<RunningListener> {
   let listener: Deno.Listener;
   try {
@@ -117,21 +127,39 @@ export async function serveTcp(
     throw listenError(address, cause);
   }
   const connections = new Set<Connection>();
+  let closed = false;
   const accepting = (async () => {
-    try {
-      for await (const conn of listener) {
-        const connection = onConnection(conn);
-        connections.add(connection);
-        connection.done.finally(() => connections.delete(connection));
+    let backoff = 0;
+    while (!closed) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (closed) return; // drain() closed the listener
+        const transient = error instanceof Deno.errors.NotConnected ||
+          error instanceof Deno.errors.ConnectionAborted ||
+          error instanceof Deno.errors.ConnectionReset;
+        onAcceptError(error as Error, transient);
+        if (!transient) {
+          backoff = Math.min(
+            backoff * 2 || ACCEPT_BACKOFF_MS.first,
+            ACCEPT_BACKOFF_MS.max,
+          );
+          await new Promise((resolve) => setTimeout(resolve, backoff));
+        }
+        continue;
       }
-    } catch {
-      // The listener was closed by drain().
+      backoff = 0;
+      const connection = onConnection(conn);
+      connections.add(connection);
+      connection.done.finally(() => connections.delete(connection));
     }
   })();
   return {
     addr: listener.addr,
     active: () => connections.size,
     async drain(deadlineMs) {
+      closed = true;
       try {
         listener.close();
       } catch {
