@@ -363,3 +363,34 @@ Deno.test("a reload storm drops no request and cuts no stream", async () => {
     [],
   );
 });
+
+Deno.test("keeps serving when the routes directory is removed, and follows it when it is created again", async () => {
+  await using one = startServer(named("one"));
+  await using two = startServer(named("two"));
+  const dir = await Deno.makeTempDir();
+  const listen = freePort();
+  await Deno.writeTextFile(join(dir, "svc.yaml"), httpRoute(listen, one.url));
+  await using l = await startWatched(dir);
+  const url = `http://127.0.0.1:${listen}/`;
+  await Deno.remove(dir, { recursive: true });
+  await waitFor(
+    () =>
+      l.count(
+        "the routes directory was removed: watching it by polling every second",
+      ) === 1,
+    "the removal to be noticed",
+  );
+  assert.equal(await body(url), "one");
+  // rm -rf routes && cp -r new-routes routes
+  await Deno.mkdir(dir);
+  await Deno.writeTextFile(join(dir, "svc.yaml"), httpRoute(listen, two.url));
+  await waitFor(
+    async () => await body(url) === "two",
+    "the new directory to apply",
+  );
+  await Deno.writeTextFile(join(dir, "svc.yaml"), httpRoute(listen, one.url));
+  await waitFor(
+    async () => await body(url) === "one",
+    "edits in the new directory to apply",
+  );
+});

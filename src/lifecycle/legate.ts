@@ -249,9 +249,14 @@ export class Legate {
     }
     legate.#logSummary();
     if (options.watch ?? true) {
-      legate.#watch = await watchRoutes(options.routesDir, () => {
-        legate.reload("file change");
-      });
+      legate.#watch = await watchRoutes(
+        options.routesDir,
+        () => legate.reload("file change"),
+        (reason) =>
+          log.warn(`${reason}: watching it by polling every second`, {
+            routes: options.routesDir,
+          }),
+      );
     }
     legate.#ready = true;
     return legate;
@@ -285,8 +290,13 @@ export class Legate {
    * invalid directory keeps the current config serving.
    */
   reload(trigger: string): Promise<ReloadResult> {
-    const run = this.#queue.then(() => this.#reload(trigger));
-    this.#queue = run.catch(() => {});
+    const run = this.#queue.then(() => this.#reload(trigger)).catch((error) =>
+      // Whatever went wrong, the running config stays and legate stays up.
+      this.#rejected(trigger, "failed", [{
+        message: `Reload failed: ${(error as Error).message ?? error}`,
+      }])
+    );
+    this.#queue = run;
     return run;
   }
 
