@@ -223,3 +223,23 @@ for _ in range(300):
   assert.equal(new TextDecoder().decode(reply), "got 10 bytes");
   conn.close();
 });
+
+Deno.test("a client that goes away mid-stream ends the upstream connection", async () => {
+  let upstreamEnded = false;
+  // Streams until its writes fail, as a server pushing data to a gone client would.
+  await using upstream = startTcpServer(async (conn) => {
+    const chunk = new Uint8Array(64 * 1024);
+    try {
+      for (let i = 0; i < 100_000; i++) await conn.write(chunk);
+    } catch {
+      upstreamEnded = true;
+    }
+  });
+  await using l = await startLegate({
+    "stream.yaml": `listen: 127.0.0.1:0\nupstreams: [${upstream.tcpUrl}]\n`,
+  });
+  const conn = await connectTo(l.address("stream"));
+  assert.ok((await conn.read(new Uint8Array(65536)))! > 0);
+  conn.close();
+  await waitFor(() => upstreamEnded, "the upstream's writes to fail");
+});
