@@ -149,6 +149,10 @@ Deno.test("reaches https:// and tls:// upstreams, verifying their certificates",
   await waitFor(ready, "legate to be ready again");
   const refused = await fetch(`http://127.0.0.1:${httpPort}/`);
   assert.equal(refused.status, 502);
+  assert.equal(
+    refused.headers.get("proxy-status"),
+    "legate; error=tls_certificate_error",
+  );
   assert.match(await refused.text(), /certificate/i);
   untrusting.kill("SIGTERM");
   const output = await untrusting.output();

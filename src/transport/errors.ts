@@ -19,6 +19,8 @@ export type ProxyErrorKind =
   | "http_protocol_error"
   | "idle_timeout"
   | "client_gone"
+  | "tls_certificate_error"
+  | "destination_unavailable"
   | "proxy_internal_error";
 
 /** Which side caused a failure. */
@@ -34,6 +36,8 @@ const SOURCES: Record<ProxyErrorKind, ErrorSource> = {
   http_protocol_error: "upstream",
   idle_timeout: "upstream",
   client_gone: "downstream",
+  tls_certificate_error: "upstream",
+  destination_unavailable: "upstream",
   proxy_internal_error: "internal",
 };
 
@@ -116,6 +120,11 @@ export function classifySocketError(
       cause: error,
     });
   }
+  if (/certificate|UnknownIssuer|NotValidForName/i.test(detail)) {
+    return new ProxyError("tls_certificate_error", `${context}: ${detail}`, {
+      cause: error,
+    });
+  }
   if (
     error instanceof Deno.errors.ConnectionReset ||
     error instanceof Deno.errors.BrokenPipe ||
@@ -129,7 +138,7 @@ export function classifySocketError(
       cause: error,
     });
   }
-  return new ProxyError("connection_refused", `${context}: ${detail}`, {
+  return new ProxyError("destination_unavailable", `${context}: ${detail}`, {
     cause: error,
   });
 }
