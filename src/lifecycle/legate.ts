@@ -29,6 +29,7 @@ import {
   serveTcp,
 } from "../server/listeners.ts";
 import { createTcpHandler, type TcpRoute } from "../server/tcp_proxy.ts";
+import { Traffic } from "../server/traffic.ts";
 import { ExchangeGroup, Http1Transport } from "../transport/http1.ts";
 import { Reachability } from "../upstream/reachability.ts";
 import { RoundRobin } from "../upstream/round_robin.ts";
@@ -123,6 +124,7 @@ interface Context {
   readonly transport: Http1Transport;
   readonly log: Logger;
   readonly reachability: Reachability;
+  readonly traffic: Traffic;
 }
 
 /**
@@ -197,6 +199,7 @@ export class Legate {
       transport: new Http1Transport(),
       log,
       reachability: new Reachability(log),
+      traffic: new Traffic(),
     };
     const listeners = new Map<string, ActiveListener>();
     // The admin listener opens first and learns the instance once it exists.
@@ -524,6 +527,7 @@ export class Legate {
         type: "gauge",
         samples: [{ value: this.#config.services.length }],
       },
+      ...this.#context.traffic.metrics(),
     ]);
   }
 

@@ -22,6 +22,7 @@ import type {
 } from "../transport/http1.ts";
 import type { Balancer } from "../upstream/balancer.ts";
 import type { Reachability } from "../upstream/reachability.ts";
+import type { Traffic } from "./traffic.ts";
 
 /** One HTTP service as a listener routes to it. */
 export interface HttpRoute {
@@ -43,6 +44,8 @@ export interface HttpProxyContext {
   readonly reachability: Reachability;
   /** The listener's exchanges, cut together when its drain deadline passes. */
   readonly group: ExchangeGroup;
+  /** Counts requests and upstream failures. */
+  readonly traffic: Traffic;
 }
 
 const VIA: HeaderPair = ["via", "1.1 legate"];
@@ -133,6 +136,7 @@ async function proxyRequest(
       break;
     }
     context.reachability.succeeded(service.name, endpoint.url);
+    context.traffic.request(service.name, response.status);
     if (context.log.enabled("debug")) {
       context.log.debug("request", {
         service: service.name,
@@ -161,7 +165,12 @@ async function proxyRequest(
       reason: failure!.message,
     });
   }
-  return errorResponse(failure!);
+  const response = errorResponse(failure!);
+  if (failure!.source === "upstream") {
+    context.traffic.upstreamError(service.name, failure!.kind);
+  }
+  context.traffic.request(service.name, response.status);
+  return response;
 }
 
 /** The request target exactly as the client sent it: path and query, undecoded. */

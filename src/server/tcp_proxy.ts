@@ -6,11 +6,12 @@
 import type { ServiceConfig, UpstreamConfig } from "../config/service.ts";
 import type { Logger } from "../log.ts";
 import { closeQuietly, connectEndpoint } from "../transport/connect.ts";
-import { ProxyError } from "../transport/errors.ts";
+import { classifySocketError, ProxyError } from "../transport/errors.ts";
 import { relay } from "../transport/tcp.ts";
 import type { Balancer } from "../upstream/balancer.ts";
 import type { Reachability } from "../upstream/reachability.ts";
 import type { Connection } from "./listeners.ts";
+import type { Traffic } from "./traffic.ts";
 
 /** One TCP service as its listener runs it. */
 export interface TcpRoute {
@@ -26,7 +27,11 @@ export interface TcpRoute {
  */
 export function createTcpHandler(
   route: () => TcpRoute,
-  context: { readonly log: Logger; readonly reachability: Reachability },
+  context: {
+    readonly log: Logger;
+    readonly reachability: Reachability;
+    readonly traffic: Traffic;
+  },
 ): (client: Deno.Conn) => Connection {
   return (client) => {
     const { service, balancer } = route();
@@ -38,10 +43,15 @@ export function createTcpHandler(
         try {
           upstream = await connectEndpoint(endpoint, service.timeouts.connect);
         } catch (error) {
-          const reason = error instanceof ProxyError
-            ? error.message
-            : String(error);
-          context.reachability.failed(service.name, endpoint.url, reason);
+          const failure = error instanceof ProxyError
+            ? error
+            : classifySocketError(error, `connect to ${endpoint.url}`);
+          context.reachability.failed(
+            service.name,
+            endpoint.url,
+            failure.message,
+          );
+          context.traffic.upstreamError(service.name, failure.kind);
           if (cut) break;
           continue;
         }
@@ -52,7 +62,13 @@ export function createTcpHandler(
         }
         const running = relay(client, upstream, service.timeouts.idle);
         cutRelay = running.cut;
+        context.traffic.connectionOpened(service.name);
         const result = await running.done;
+        context.traffic.connectionClosed(
+          service.name,
+          result.sent,
+          result.received,
+        );
         context.log.debug("connection closed", {
           service: service.name,
           ...result,

@@ -1,0 +1,124 @@
+/**
+ * Traffic counters for `/metrics`: requests by service and status, upstream
+ * failures by service and kind, TCP connections and bytes by service. The
+ * pipelines count; the admin listener renders.
+ * @module
+ */
+
+/** One metric family, in the shape the admin listener renders. */
+export interface MetricFamily {
+  /** Metric name. */
+  readonly name: string;
+  /** What it measures. */
+  readonly help: string;
+  /** Prometheus type. */
+  readonly type: "counter" | "gauge";
+  /** Samples: labels → value. */
+  readonly samples: { labels: Record<string, string>; value: number }[];
+}
+
+/** Counters keyed by label values joined with a separator no name contains. */
+class LabeledCounter {
+  readonly #values = new Map<string, number>();
+  readonly #labels: readonly string[];
+
+  constructor(labels: readonly string[]) {
+    this.#labels = labels;
+  }
+
+  add(values: readonly string[], amount = 1): void {
+    const key = values.join("\u0000");
+    this.#values.set(key, (this.#values.get(key) ?? 0) + amount);
+  }
+
+  samples(): MetricFamily["samples"] {
+    return [...this.#values].map(([key, value]) => {
+      const parts = key.split("\u0000");
+      return {
+        labels: Object.fromEntries(this.#labels.map((l, i) => [l, parts[i]!])),
+        value,
+      };
+    });
+  }
+}
+
+/**
+ * What legate forwarded, since start. Survives reloads: it is keyed by
+ * service name, not by config snapshot.
+ *
+ * @example Usage
+ * ```ts
+ * import { Traffic } from "./traffic.ts";
+ * const traffic = new Traffic();
+ * traffic.request("users", 200);
+ * traffic.metrics()[0]!.samples; // [{ labels: { service: "users", code: "200" }, value: 1 }]
+ * ```
+ */
+export class Traffic {
+  readonly #requests = new LabeledCounter(["service", "code"]);
+  readonly #errors = new LabeledCounter(["service", "error"]);
+  readonly #connections = new LabeledCounter(["service"]);
+  readonly #bytes = new LabeledCounter(["service", "direction"]);
+  readonly #open = new LabeledCounter(["service"]);
+
+  /** Counts an HTTP response (legate's own error responses included). */
+  request(service: string, status: number): void {
+    this.#requests.add([service, String(status)]);
+  }
+
+  /** Counts a failure to reach or read an upstream. */
+  upstreamError(service: string, kind: string): void {
+    this.#errors.add([service, kind]);
+  }
+
+  /** Counts a relayed TCP connection that started. */
+  connectionOpened(service: string): void {
+    this.#connections.add([service]);
+    this.#open.add([service]);
+  }
+
+  /** Counts a relayed TCP connection that ended, with its bytes. */
+  connectionClosed(service: string, sent: number, received: number): void {
+    this.#open.add([service], -1);
+    this.#bytes.add([service, "upstream"], sent);
+    this.#bytes.add([service, "downstream"], received);
+  }
+
+  /** The counters as metric families. */
+  metrics(): MetricFamily[] {
+    return [
+      {
+        name: "legate_http_requests_total",
+        help: "HTTP responses sent, by service and status code.",
+        type: "counter",
+        samples: this.#requests.samples(),
+      },
+      {
+        name: "legate_upstream_errors_total",
+        help:
+          "Failures to reach or read an upstream, by service and RFC 9209 error type.",
+        type: "counter",
+        samples: this.#errors.samples(),
+      },
+      {
+        name: "legate_tcp_connections_total",
+        help: "TCP connections relayed to an upstream, by service.",
+        type: "counter",
+        samples: this.#connections.samples(),
+      },
+      {
+        name: "legate_tcp_connections_open",
+        help: "TCP connections being relayed now, by service.",
+        type: "gauge",
+        samples: this.#open.samples(),
+      },
+      {
+        name: "legate_tcp_bytes_total",
+        help:
+          "Bytes relayed over TCP, by service and direction (upstream: from clients).",
+        type: "counter",
+        samples: this.#bytes.samples(),
+      },
+    ];
+  }
+}
