@@ -223,3 +223,116 @@ export async function rawHttp(
 }
 
 export { freePort, waitFor };
+
+/** legate running as a child process, as `spawnLegate` returns it. */
+export interface SpawnedLegate {
+  readonly child: Deno.ChildProcess;
+  /** The routes directory. */
+  readonly dir: string;
+  /** `host:port` of the admin listener. */
+  readonly admin: string;
+  /** JSON log events so far (lines that are not JSON as `{ msg: "stderr", line }`). */
+  readonly events: Record<string, unknown>[];
+  /** The status `/readyz` answers now, 0 when nothing answers. */
+  readyz(): Promise<number>;
+  /** The first event with message `msg`. */
+  logged(msg: string): Record<string, unknown> | undefined;
+  /** Waits for the exit code; removes a routes directory written for it. */
+  exit(): Promise<number>;
+}
+
+/**
+ * Starts legate as a child process with the flags of `deno task start` and
+ * JSON logs, on route files (written to a temporary directory) or on an
+ * existing routes directory, and waits until `/readyz` answers 200.
+ */
+export async function spawnLegate(
+  routes: Record<string, string> | string,
+  flags: string[] = [],
+  env: Record<string, string> = {},
+): Promise<SpawnedLegate> {
+  const dir = typeof routes === "string" ? routes : await writeRoutes(routes);
+  // The admin port is picked here: if something took it meanwhile, pick again.
+  for (let attempt = 1;; attempt++) {
+    const admin = `127.0.0.1:${freePort()}`;
+    const started = await startChild(
+      dir,
+      admin,
+      flags,
+      env,
+      typeof routes !== "string",
+    );
+    if (started.ready) return started;
+    const failure = JSON.stringify(started.events);
+    if (attempt < 3 && failure.includes(`Cannot listen on ${admin}`)) continue;
+    throw new Error(`legate exited before it was ready: ${failure}`);
+  }
+}
+
+async function startChild(
+  dir: string,
+  admin: string,
+  flags: string[],
+  env: Record<string, string>,
+  ownsDir: boolean,
+): Promise<SpawnedLegate & { ready: boolean }> {
+  const child = legateCommand([
+    "serve",
+    "--routes",
+    dir,
+    "--admin",
+    admin,
+    ...flags,
+  ], {
+    LEGATE_LOG_FORMAT: "json",
+    ...env,
+  }).spawn();
+  let exited = false;
+  child.status.then(() => exited = true);
+  const events: Record<string, unknown>[] = [];
+  const reading = (async () => {
+    let pending = "";
+    for await (
+      const chunk of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      pending += chunk;
+      const lines = pending.split("\n");
+      pending = lines.pop()!;
+      for (const line of lines) {
+        events.push(
+          line.startsWith("{") ? JSON.parse(line) : { msg: "stderr", line },
+        );
+      }
+    }
+  })();
+  child.stdout.cancel();
+  const readyz = async () => {
+    try {
+      const response = await fetch(`http://${admin}/readyz`);
+      await response.body?.cancel();
+      return response.status;
+    } catch {
+      return 0;
+    }
+  };
+  await waitFor(
+    async () => exited || await readyz() === 200,
+    "legate to be ready",
+  );
+  if (exited) await reading;
+  return {
+    ready: !exited,
+    child,
+    dir,
+    admin,
+    events,
+    readyz,
+    logged: (msg: string) => events.find((e) => e.msg === msg),
+    async exit(): Promise<number> {
+      const { code } = await child.status;
+      await reading;
+      if (ownsDir) await Deno.remove(dir, { recursive: true });
+      return code;
+    },
+  };
+}

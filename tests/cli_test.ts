@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import {
   freePort,
   legateCommand,
+  spawnLegate,
   startServer,
-  waitFor,
   writeRoutes,
 } from "./_helpers.ts";
 
@@ -142,37 +142,21 @@ Deno.test("SIGTERM lets a slow download finish, then exits 0; JSON logs are one 
     );
   });
   const port = freePort();
-  const admin = `127.0.0.1:${freePort()}`;
-  const dir = await writeRoutes({
+  const legate = await spawnLegate({
     "slow.yaml": `listen: 127.0.0.1:${port}\nupstreams: [${upstream.url}]\n`,
   });
-  const child = legateCommand(["serve", "--routes", dir, "--admin", admin], {
-    LEGATE_LOG_FORMAT: "json",
-  })
-    .spawn();
-  await waitFor(async () => {
-    try {
-      const response = await fetch(`http://${admin}/readyz`);
-      return (await response.text()) === "ready\n";
-    } catch {
-      return false;
-    }
-  }, "legate to be ready");
 
   const download = await fetch(`http://127.0.0.1:${port}/`);
   const reader = download.body!.getReader();
   let text = decode((await reader.read()).value!);
-  child.kill("SIGTERM");
+  legate.child.kill("SIGTERM");
   for (let r = await reader.read(); !r.done; r = await reader.read()) {
     text += decode(r.value);
   }
   assert.equal(text.split("\n").filter(Boolean).length, chunks);
 
-  const output = await child.output();
-  assert.equal(output.code, 0);
-  const events = decode(output.stderr).trim().split("\n").map((line) =>
-    JSON.parse(line)
-  );
+  assert.equal(await legate.exit(), 0);
+  const events = legate.events;
   assert.deepEqual(events.map((e) => e.msg), [
     "listening",
     "started",
@@ -180,9 +164,8 @@ Deno.test("SIGTERM lets a slow download finish, then exits 0; JSON logs are one 
     "draining: stopped accepting",
     "stopped",
   ]);
-  assert.equal(events[3].in_flight, 1);
-  assert.equal(events[4].cut, 0);
-  assert.equal(events[0].services[0].name, "slow");
-  assert.equal(events[2].signal, "SIGTERM");
-  await Deno.remove(dir, { recursive: true });
+  assert.equal(events[3]!.in_flight, 1);
+  assert.equal(events[4]!.cut, 0);
+  assert.equal((events[0]!.services as { name: string }[])[0]!.name, "slow");
+  assert.equal(events[2]!.signal, "SIGTERM");
 });

@@ -4,70 +4,11 @@ import {
   freePort,
   generatedStream,
   legateCommand,
+  spawnLegate,
   startServer,
   waitFor,
   writeRoutes,
 } from "./_helpers.ts";
-
-/** legate as a child process with JSON logs collected as they arrive. */
-async function spawnLegate(
-  files: Record<string, string>,
-  flags: string[] = [],
-) {
-  const dir = await writeRoutes(files);
-  const admin = `127.0.0.1:${freePort()}`;
-  const child = legateCommand([
-    "serve",
-    "--routes",
-    dir,
-    "--admin",
-    admin,
-    ...flags,
-  ], {
-    LEGATE_LOG_FORMAT: "json",
-  }).spawn();
-  const events: Record<string, unknown>[] = [];
-  const reading = (async () => {
-    let pending = "";
-    for await (
-      const chunk of child.stderr.pipeThrough(new TextDecoderStream())
-    ) {
-      pending += chunk;
-      const lines = pending.split("\n");
-      pending = lines.pop()!;
-      for (const line of lines) {
-        events.push(
-          line.startsWith("{") ? JSON.parse(line) : { msg: "stderr", line },
-        );
-      }
-    }
-  })();
-  child.stdout.cancel();
-  const readyz = async () => {
-    try {
-      const response = await fetch(`http://${admin}/readyz`);
-      await response.body?.cancel();
-      return response.status;
-    } catch {
-      return 0;
-    }
-  };
-  await waitFor(async () => await readyz() === 200, "legate to be ready");
-  return {
-    child,
-    dir,
-    admin,
-    events,
-    readyz,
-    logged: (msg: string) => events.find((e) => e.msg === msg),
-    async exit(): Promise<number> {
-      const { code } = await child.status;
-      await reading;
-      await Deno.remove(dir, { recursive: true });
-      return code;
-    },
-  };
-}
 
 Deno.test("SIGTERM during a 200 MiB download lets it complete, then exits 0", async () => {
   const total = 200 * 1024 * 1024;

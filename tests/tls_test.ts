@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, legateCommand, waitFor, writeRoutes } from "./_helpers.ts";
+import { freePort, spawnLegate, writeRoutes } from "./_helpers.ts";
 
 /** A certificate authority and a certificate it signed for localhost. */
 async function makeCertificates(): Promise<
@@ -104,7 +104,6 @@ Deno.test("reaches https:// and tls:// upstreams, verifying their certificates",
   })().catch(() => {});
   const httpPort = freePort();
   const tcpPort = freePort();
-  const admin = `127.0.0.1:${freePort()}`;
   const routes = await writeRoutes({
     "web.yaml":
       `listen: 127.0.0.1:${httpPort}\nupstreams: [https://localhost:${https.addr.port}]\n`,
@@ -112,26 +111,8 @@ Deno.test("reaches https:// and tls:// upstreams, verifying their certificates",
       (echo.addr as Deno.NetAddr).port
     }]\n`,
   });
-  const start = (env: Record<string, string>) => {
-    const child = legateCommand(
-      ["serve", "--routes", routes, "--admin", admin],
-      env,
-    )
-      .spawn();
-    return child;
-  };
-  const ready = async () => {
-    try {
-      return (await (await fetch(`http://${admin}/readyz`)).text()) ===
-        "ready\n";
-    } catch {
-      return false;
-    }
-  };
-
   // Trusting the test CA (DENO_CERT adds it to the roots legate verifies against).
-  const trusting = start({ DENO_CERT: tls.ca });
-  await waitFor(ready, "legate to be ready");
+  const trusting = await spawnLegate(routes, [], { DENO_CERT: tls.ca });
   const response = await fetch(`http://127.0.0.1:${httpPort}/`);
   assert.equal(await response.text(), "over tls");
   assert.equal(host, `localhost:${https.addr.port}`);
@@ -141,12 +122,11 @@ Deno.test("reaches https:// and tls:// upstreams, verifying their certificates",
   assert.equal(await conn.read(reply), 5);
   assert.equal(new TextDecoder().decode(reply), "hello");
   conn.close();
-  trusting.kill("SIGTERM");
-  assert.equal((await trusting.output()).code, 0);
+  trusting.child.kill("SIGTERM");
+  assert.equal(await trusting.exit(), 0);
 
   // Without the CA, the upstream's certificate is refused: 502, never plain text.
-  const untrusting = start({});
-  await waitFor(ready, "legate to be ready again");
+  const untrusting = await spawnLegate(routes);
   const refused = await fetch(`http://127.0.0.1:${httpPort}/`);
   assert.equal(refused.status, 502);
   assert.equal(
@@ -154,9 +134,8 @@ Deno.test("reaches https:// and tls:// upstreams, verifying their certificates",
     "legate; error=tls_certificate_error",
   );
   assert.match(await refused.text(), /certificate/i);
-  untrusting.kill("SIGTERM");
-  const output = await untrusting.output();
-  assert.equal(output.code, 0);
+  untrusting.child.kill("SIGTERM");
+  assert.equal(await untrusting.exit(), 0);
 
   await https.shutdown();
   echo.close();
