@@ -18,6 +18,7 @@
  *   round trips one after another; round trips/s and p50/p99 of one trip.
  * @module
  */
+import { closeQuietly, readFull, writeAll } from "./socket_io.ts";
 import { parseArgs } from "node:util";
 
 const HOST = "127.0.0.1";
@@ -53,28 +54,6 @@ class Recorder {
     const at = (q: number) =>
       s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
     return { p50Ms: at(0.5), p99Ms: at(0.99) };
-  }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-}
-
-async function readFull(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
-    const n = await conn.read(buf.subarray(off));
-    if (n === null) throw new Error("unexpected EOF");
-    off += n;
-  }
-}
-
-function closeQuietly(conn: Deno.Conn | undefined): void {
-  try {
-    conn?.close();
-  } catch {
-    // already closed
   }
 }
 
@@ -130,7 +109,7 @@ export async function connectRate(
       } catch {
         errors++;
       } finally {
-        closeQuietly(conn);
+        if (conn) closeQuietly(conn);
       }
     }
   };

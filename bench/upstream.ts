@@ -13,23 +13,11 @@
  * `--max-seconds` (default 3600).
  * @module
  */
+import { closeQuietly, readFull, writeAll } from "./socket_io.ts";
 
 const HOST = "127.0.0.1";
 const SMALL = new Uint8Array(100).fill(0x61);
 const BIG = new Uint8Array(10 * 1024 * 1024).fill(0x62);
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
-  }
-}
 
 async function echo(conn: Deno.Conn): Promise<void> {
   const buf = new Uint8Array(64 * 1024);
@@ -42,15 +30,6 @@ async function echo(conn: Deno.Conn): Promise<void> {
     // client reset: nothing to do
   } finally {
     closeQuietly(conn);
-  }
-}
-
-async function readFull(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
-    const n = await conn.read(buf.subarray(off));
-    if (n === null) throw new Error("unexpected EOF");
-    off += n;
   }
 }
 

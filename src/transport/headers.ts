@@ -33,10 +33,12 @@ export type HeaderPair = readonly [name: string, value: string];
 export function withoutHopByHop(
   headers: Iterable<HeaderPair>,
 ): HeaderPair[] {
-  const all = Array.isArray(headers) ? headers as HeaderPair[] : [...headers];
-  const kept = all.filter(([name]) => !isHopByHop(name));
-  const connection = all.filter(([name]) => name === "connection")
-    .map(([, value]) => value).join(",");
+  const kept: HeaderPair[] = [];
+  let connection = "";
+  for (const pair of headers) {
+    if (pair[0] === "connection") connection += `${pair[1]},`;
+    else if (!isHopByHop(pair[0])) kept.push(pair);
+  }
   return connection === "" ? kept : withoutConnectionNamed(kept, connection);
 }
 
