@@ -69,10 +69,12 @@ export function createTcpHandler(
           result.sent,
           result.received,
         );
-        context.log.debug("connection closed", {
-          service: service.name,
-          ...result,
-        });
+        if (context.log.enabled("debug")) {
+          context.log.debug("connection closed", {
+            service: service.name,
+            ...result,
+          });
+        }
         return;
       }
       closeQuietly(client);

@@ -11,11 +11,29 @@ const SLOT_MS = 25;
 /** Cancels a scheduled callback; calling it after the callback ran is harmless. */
 export type Cancel = () => void;
 
-class TimerWheel {
+/**
+ * The wheel behind {@linkcode schedule}; one per process is enough.
+ *
+ * @example Usage
+ * ```ts
+ * import { TimerWheel } from "./timer_wheel.ts";
+ * const wheel = new TimerWheel();
+ * const cancel = wheel.schedule(3_600_000, () => {});
+ * cancel();
+ * console.assert(wheel.pendingSlots === 0);
+ * ```
+ */
+export class TimerWheel {
   readonly #slots = new Map<number, Set<() => void>>();
   #processed = Math.floor(Date.now() / SLOT_MS);
   #interval: ReturnType<typeof setInterval> | undefined;
 
+  /** How many 25 ms slots hold callbacks; cancelled ones leave none behind. */
+  get pendingSlots(): number {
+    return this.#slots.size;
+  }
+
+  /** Calls `callback` once, about `delayMs` from now (within 25 ms after). */
   schedule(delayMs: number, callback: () => void): Cancel {
     const slot = Math.max(
       Math.ceil((Date.now() + delayMs) / SLOT_MS),
@@ -33,7 +51,11 @@ class TimerWheel {
       Deno.unrefTimer(this.#interval as unknown as number);
     }
     const owner = entries;
-    return () => owner.delete(callback);
+    return () => {
+      // An emptied slot goes at once: long timeouts (an hour for TCP idle)
+      // would otherwise keep one empty set per 25 ms for that long.
+      if (owner.delete(callback) && owner.size === 0) this.#slots.delete(slot);
+    };
   }
 
   #tick(): void {
