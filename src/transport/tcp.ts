@@ -15,7 +15,8 @@ import { IdleTimer } from "./idle_timer.ts";
  */
 const SMALL_BYTES = 16 * 1024;
 const LARGE_BYTES = 256 * 1024;
-const POOLED_PER_SIZE = 128;
+/** What the pools keep after a burst, per size: 256 small or 16 large buffers. */
+const POOLED_BYTES_PER_SIZE = 4 * 1024 * 1024;
 const pools = new Map<number, Uint8Array[]>([[SMALL_BYTES, []], [
   LARGE_BYTES,
   [],
@@ -27,7 +28,9 @@ function takeBuffer(size: number): Uint8Array {
 
 function returnBuffer(buffer: Uint8Array): void {
   const pool = pools.get(buffer.length)!;
-  if (pool.length < POOLED_PER_SIZE) pool.push(buffer);
+  if ((pool.length + 1) * buffer.length <= POOLED_BYTES_PER_SIZE) {
+    pool.push(buffer);
+  }
 }
 
 /** How a relayed connection ended. */
