@@ -5,6 +5,7 @@
  */
 import type { ListenAddress } from "../config/address.ts";
 import { formatListenAddress } from "../config/address.ts";
+import { setNoDelay } from "../transport/connect.ts";
 
 /** A listener that is accepting. */
 export interface RunningListener {
@@ -150,6 +151,7 @@ export async function serveTcp(
         continue;
       }
       backoff = 0;
+      setNoDelay(conn);
       const connection = onConnection(conn);
       connections.add(connection);
       connection.done.finally(() => connections.delete(connection));
