@@ -203,3 +203,47 @@ Deno.test("a bad chunk size cuts the client's response instead of passing garbag
   assert.equal(response.status, 200);
   await assert.rejects(response.text());
 });
+
+Deno.test("header bytes above 0x7f pass through unchanged, as in a UTF-8 file name", async () => {
+  // "–" (en dash) in UTF-8 is E2 80 93; windows-1252, which WHATWG calls
+  // "latin1", would turn 0x80 and 0x93 into characters no header can carry.
+  const disposition = [
+    ...encoder.encode('attachment; filename="'),
+    0xe2,
+    0x80,
+    0x93,
+    ...encoder.encode('.pdf"'),
+  ];
+  await using up = upstream(() =>
+    new Uint8Array([
+      ...encoder.encode("HTTP/1.1 200 OK\r\ncontent-disposition: "),
+      ...disposition,
+      ...encoder.encode("\r\ncontent-length: 2\r\n\r\nok"),
+    ])
+  );
+  const [result] = await through(up, [{}]);
+  assert.equal(result!.status, 200);
+  assert.equal(result!.body, "ok");
+  // fetch gives header bytes back one character per byte.
+  assert.equal(
+    result!.headers.get("content-disposition"),
+    String.fromCharCode(...disposition),
+  );
+});
+
+Deno.test("a 205 is forwarded without content, and an odd reason phrase is dropped, not fatal", async () => {
+  const answers = [
+    "HTTP/1.1 205 Reset Content\r\ncontent-length: 0\r\n\r\n",
+    "HTTP/1.1 205 Reset Content\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    "HTTP/1.1 200 O\x01K\r\ncontent-length: 2\r\n\r\nok",
+  ];
+  let next = 0;
+  await using up = upstream(() => answers[next++]!);
+  const results = await through(up, answers.map(() => ({})));
+  assert.deepEqual(
+    results.map((r) => [r.status, r.body]),
+    [[205, ""], [205, ""], [200, "ok"]],
+  );
+  // The chunked 205's stream is cancelled, closing its connection.
+  assert.equal(up.connections(), 2);
+});

@@ -108,17 +108,19 @@ async function proxyRequest(
       "host",
       service.preserveHost && host !== "" ? host : endpoint.authority,
     ];
-    let response: UpstreamResponse;
+    let response: Response;
     try {
-      response = await context.transport.send(endpoint, {
-        method: request.method,
-        target: forwardedTarget,
-        headers,
-        body,
-        bodyLength: incoming.bodyLength,
-        signal: request.signal,
-        group: context.group,
-      }, service.timeouts);
+      response = clientResponse(
+        await context.transport.send(endpoint, {
+          method: request.method,
+          target: forwardedTarget,
+          headers,
+          body,
+          bodyLength: incoming.bodyLength,
+          signal: request.signal,
+          group: context.group,
+        }, service.timeouts),
+      );
     } catch (error) {
       failure = error instanceof ProxyError
         ? error
@@ -146,13 +148,7 @@ async function proxyRequest(
         status: response.status,
       });
     }
-    const responseHeaders = withoutHopByHop(response.headers);
-    responseHeaders.push(VIA);
-    return new Response(response.body, {
-      status: response.status,
-      statusText: response.statusText,
-      headers: responseHeaders as [string, string][],
-    });
+    return response;
   }
   if (failure!.kind === "client_gone") {
     context.log.debug("client went away", {
@@ -171,6 +167,27 @@ async function proxyRequest(
   }
   context.traffic.request(service.name, response.status);
   return response;
+}
+
+/**
+ * The upstream's response as the client gets it. A 205 carries no content
+ * (RFC 9110 15.3.6) and `Response` refuses one with a body, even an empty
+ * one; should the upstream have framed one anyway, its stream is cancelled,
+ * which closes the connection rather than leaving it waiting.
+ */
+function clientResponse(upstream: UpstreamResponse): Response {
+  const headers = withoutHopByHop(upstream.headers);
+  headers.push(VIA);
+  let body = upstream.body;
+  if (upstream.status === 205 && body !== null) {
+    if (body instanceof ReadableStream) body.cancel().catch(() => {});
+    body = null;
+  }
+  return new Response(body, {
+    status: upstream.status,
+    statusText: upstream.statusText,
+    headers: headers as [string, string][],
+  });
 }
 
 /** The request target exactly as the client sent it: path and query, undecoded. */

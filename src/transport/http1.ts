@@ -128,10 +128,16 @@ const MAX_HEAD_BYTES = 64 * 1024;
 /** RFC 9110 token characters. */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 const INVALID_VALUE = /[\0\r\n]/;
+/** RFC 9112 reason-phrase: HTAB, SP, VCHAR, obs-text. */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const SMALL_BODY_BYTES = 16 * 1024;
 const READ_CHUNK_BYTES = 64 * 1024;
-const latin1 = new TextDecoder("latin1");
+/** WHATWG's "latin1" is windows-1252; {@linkcode decodeLatin1} corrects it. */
+const windows1252 = new TextDecoder("latin1");
 const utf8 = new TextEncoder();
+/** A code point above 0xFF: windows-1252 read a byte in 0x80–0x9F. */
+const NOT_LATIN1 = /[^\x00-\xff]/;
+const DECODE_SLICE = 8 * 1024;
 
 /**
  * HTTP/1.1 client with keep-alive pools. A request that fails on a reused
@@ -481,7 +487,7 @@ class Http1Connection {
       const index = this.buffer.subarray(this.start, this.end).indexOf(10);
       if (index >= 0) {
         const lineEnd = this.start + index;
-        const text = latin1.decode(
+        const text = decodeLatin1(
           this.buffer.subarray(
             this.start,
             lineEnd > this.start && this.buffer[lineEnd - 1] === 13
@@ -501,6 +507,21 @@ class Http1Connection {
       if (!(await this.fill())) return null;
     }
   }
+}
+
+/**
+ * Header bytes as a string of one character per byte (ISO-8859-1), as
+ * `Headers` takes them back to bytes. The native windows-1252 decoder is right
+ * for every byte but 0x80–0x9F, which a UTF-8 file name often has.
+ */
+function decodeLatin1(bytes: Uint8Array): string {
+  const text = windows1252.decode(bytes);
+  if (!NOT_LATIN1.test(text)) return text;
+  let exact = "";
+  for (let i = 0; i < bytes.length; i += DECODE_SLICE) {
+    exact += String.fromCharCode(...bytes.subarray(i, i + DECODE_SLICE));
+  }
+  return exact;
 }
 
 function encodeLatin1(text: string): Uint8Array {
@@ -668,7 +689,9 @@ async function readResponseHead(
         : connectionTokens.includes("keep-alive"));
     return {
       status,
-      statusText: statusLine[3] ?? "",
+      // A reason phrase is only informative (RFC 9112 4); one with control
+      // characters is dropped rather than failing the response.
+      statusText: REASON_PHRASE.test(statusLine[3] ?? "") ? statusLine[3]! : "",
       headers,
       framing,
       keepAlive,
@@ -687,7 +710,7 @@ async function readHeadBlock(connection: Http1Connection): Promise<string> {
         buffer[i + 3] === 10
       ) {
         connection.start = i + 4;
-        return latin1.decode(buffer.subarray(start, i));
+        return decodeLatin1(buffer.subarray(start, i));
       }
     }
     if (connection.end - start > MAX_HEAD_BYTES) {
