@@ -247,3 +247,27 @@ Deno.test("a 205 is forwarded without content, and an odd reason phrase is dropp
   // The chunked 205's stream is cancelled, closing its connection.
   assert.equal(up.connections(), 2);
 });
+
+Deno.test("an answer sent before the upload is read (413) reaches the client, not a 502", async () => {
+  await using up = upstream(
+    () =>
+      "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large",
+    true,
+  );
+  await using l = await startLegate({
+    "svc.yaml": `listen: 127.0.0.1:0\nupstreams: [${up.httpUrl}]\n`,
+  });
+  for (let i = 0; i < 3; i++) {
+    // 16 MiB: far more than the upstream's socket buffers take before it closes.
+    const response = await fetch(`http://${l.address("svc")}/upload`, {
+      method: "POST",
+      body: new Uint8Array(16 * 1024 * 1024),
+    });
+    assert.equal(response.status, 413);
+    assert.equal(await response.text(), "too large");
+  }
+  assert.ok(
+    !l.lines.some((line) => line.includes("unreachable")),
+    l.lines.join("\n"),
+  );
+});

@@ -290,17 +290,22 @@ export class Http1Transport implements HttpTransport {
 
     let requestSent = false;
     let headReceived = false;
+    let sendFailure: ProxyError | undefined;
     sendRequest(connection, request, uploadIdle).then(() => {
       requestSent = true;
       uploadIdle?.stop();
       if (!headReceived) startRequestTimer();
     }, (error: unknown) => {
       uploadIdle?.stop();
-      cut(
-        error instanceof ProxyError
-          ? error
-          : classifySocketError(error, `${where}: sending the request`),
-      );
+      if (error instanceof ProxyError) {
+        cut(error); // the client's body failed
+        return;
+      }
+      // An upstream may answer before it has read the whole request (a 413
+      // or 401 to an upload) and close: its answer is still read and
+      // forwarded; the connection is not reused.
+      sendFailure = classifySocketError(error, `${where}: sending the request`);
+      if (!headReceived) startRequestTimer();
     });
     let head: ResponseHead;
     let smallBody: Uint8Array<ArrayBuffer> | undefined;
@@ -318,7 +323,7 @@ export class Http1Transport implements HttpTransport {
       request.group?.delete(connection);
       connection.close();
       if (failure) throw failure;
-      const reason = classifySocketError(error, where);
+      const reason = sendFailure ?? classifySocketError(error, where);
       if (connection.reused && !connection.receivedAny) {
         throw new StaleConnection(reason);
       }
