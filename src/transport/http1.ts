@@ -136,7 +136,7 @@ const READ_CHUNK_BYTES = 64 * 1024;
 const windows1252 = new TextDecoder("latin1");
 const utf8 = new TextEncoder();
 /** A code point above 0xFF: windows-1252 read a byte in 0x80–0x9F. */
-const NOT_LATIN1 = /[^\x00-\xff]/;
+const NOT_LATIN1 = /[\u0100-\uffff]/;
 const DECODE_SLICE = 8 * 1024;
 
 /**
