@@ -88,11 +88,14 @@ Deno.test("reaches https:// and tls:// upstreams, verifying their certificates",
       return new Response("over tls");
     },
   );
+  // A TCP service with its own ALPN protocol refuses a client that offers
+  // only HTTP's; legate offers "http/1.1" to https:// upstreams alone.
   const echo = Deno.listenTls({
     hostname: "127.0.0.1",
     port: 0,
     cert: tls.cert,
     key: tls.key,
+    alpnProtocols: ["x-echo"],
   });
   const echoing = (async () => {
     for await (const conn of echo) {

@@ -40,7 +40,7 @@ export async function connectEndpoint(
   const { address } = endpoint;
   const connecting: Promise<Deno.Conn> = address.transport === "unix"
     ? Deno.connect({ transport: "unix", path: address.path })
-    : connectTcp(address.hostname, address.port, endpoint.tls);
+    : connectTcp(endpoint, address.hostname, address.port);
   let cancel: (() => void) | undefined;
   const deadline = new Promise<never>((_, reject) => {
     cancel = schedule(
@@ -64,16 +64,19 @@ export async function connectEndpoint(
   }
 }
 
+/** A TCP connection to `endpoint`, with TLS over it when the endpoint asks. */
 async function connectTcp(
+  endpoint: Endpoint,
   hostname: string,
   port: number,
-  tls: boolean,
 ): Promise<Deno.Conn> {
   const conn = await Deno.connect({ hostname, port });
   setNoDelay(conn);
-  return tls
-    ? await Deno.startTls(conn, { hostname, alpnProtocols: ["http/1.1"] })
-    : conn;
+  if (!endpoint.tls) return conn;
+  // ALPN names HTTP/1.1 to HTTPS upstreams only: a TCP service with ALPN
+  // names of its own refuses a client that offers only HTTP's.
+  const alpnProtocols = endpoint.url.startsWith("https:") ? ["http/1.1"] : [];
+  return await Deno.startTls(conn, { hostname, alpnProtocols });
 }
 
 /**
