@@ -203,13 +203,18 @@ export function legateCommand(
   });
 }
 
+/** A raw TCP connection to `host:port`, as `TestLegate.address` gives it. */
+export async function connectTo(address: string): Promise<Deno.TcpConn> {
+  const [hostname, port] = address.split(":");
+  return await Deno.connect({ hostname: hostname!, port: Number(port) });
+}
+
 /** A raw HTTP/1.1 exchange over one TCP connection, for what fetch would hide. */
 export async function rawHttp(
   address: string,
   request: string,
 ): Promise<string> {
-  const [hostname, port] = address.split(":");
-  const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+  const conn = await connectTo(address);
   await conn.write(new TextEncoder().encode(request));
   let text = "";
   const buffer = new Uint8Array(65536);

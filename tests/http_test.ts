@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  connectTo,
   drainGenerated,
   freePort,
   generatedStream,
@@ -134,10 +135,7 @@ Deno.test("passes a gzip response through byte-identical with its Content-Encodi
     });
   });
   await using l = await startLegate({ "svc.yaml": route(upstream.url) });
-  const conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: Number(l.address("svc").split(":")[1]),
-  });
+  const conn = await connectTo(l.address("svc"));
   await conn.write(
     new TextEncoder().encode(
       "GET / HTTP/1.1\r\nhost: a\r\naccept-encoding: gzip\r\nconnection: close\r\n\r\n",
@@ -473,10 +471,7 @@ Deno.test("a client that goes away mid-upload ends the upstream's request body",
     return new Response("done");
   });
   await using l = await startLegate({ "svc.yaml": route(upstream.url) });
-  const conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: Number(l.address("svc").split(":")[1]),
-  });
+  const conn = await connectTo(l.address("svc"));
   await conn.write(
     new TextEncoder().encode(
       "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 1000000\r\n\r\n",
@@ -534,8 +529,7 @@ Deno.test("a request body sent after its headers is not held back by Nagle's alg
     return new Response((await req.text()).toUpperCase());
   });
   await using l = await startLegate({ "body.yaml": route(upstream.url) });
-  const [hostname, port] = l.address("body").split(":");
-  const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+  const conn = await connectTo(l.address("body"));
   conn.setNoDelay(true);
   const received = new Uint8Array(4096);
   const durations: number[] = [];

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  connectTo,
   echoBytes,
   freePort,
   startLegate,
@@ -22,8 +23,7 @@ Deno.test("/metrics counts requests, upstream errors, TCP connections and bytes 
     await (await fetch(`http://${l.address("web")}/`)).text();
   }
   await (await fetch(`http://${l.address("down")}/`)).text();
-  const [hostname, port] = l.address("echo").split(":");
-  const conn = await Deno.connect({ hostname: hostname!, port: Number(port) });
+  const conn = await connectTo(l.address("echo"));
   await conn.write(new Uint8Array(1000));
   await conn.closeWrite();
   let echoed = 0;

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, startLegate, startTcpServer, waitFor } from "./_helpers.ts";
+import {
+  connectTo,
+  freePort,
+  startLegate,
+  startTcpServer,
+  waitFor,
+} from "./_helpers.ts";
 
 const encoder = new TextEncoder();
-
-async function connectTo(address: string): Promise<Deno.TcpConn> {
-  const [hostname, port] = address.split(":");
-  return await Deno.connect({ hostname: hostname!, port: Number(port) });
-}
 
 async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   const chunks: number[] = [];
