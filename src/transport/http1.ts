@@ -1,5 +1,5 @@
 /**
- * The HTTP upstream transport: HTTP/1.1 over `Deno.connect`/`Deno.connectTls`
+ * The HTTP upstream transport: HTTP/1.1 over `Deno.connect` (and `Deno.startTls`)
  * with a keep-alive pool per endpoint.
  *
  * Bytes pass through untouched: no decompression (a gzip body arrives
