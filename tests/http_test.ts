@@ -240,14 +240,14 @@ Deno.test("sets Host to the upstream's authority unless preserve_host is true", 
   assert.deepEqual(hosts, [`127.0.0.1:${upstream.port}`, "app.local"]);
 });
 
-Deno.test("preserves query strings and percent-encoded paths exactly", async () => {
+Deno.test("preserves query strings and percent-encoded paths exactly, dot segments aside", async () => {
   const targets: string[] = [];
   await using upstream = startServer((req) => {
     targets.push(req.url.slice(req.url.indexOf("/", 8)));
     return new Response("ok");
   });
   await using l = await startLegate({ "svc.yaml": route(upstream.url) });
-  const target = "/a%2Fb/%2e%2e/c%20d?q=%26x&empty=&plus=a+b";
+  const target = "/a%2Fb/c%20d%3B.txt?q=%26x&empty=&plus=a+b&up=/../";
   await rawHttp(
     l.address("svc"),
     `GET ${target} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n`,

@@ -23,14 +23,14 @@ import type { Logger } from "../log.ts";
 import { HttpRouter } from "../router/router.ts";
 import { createHttpHandler, type HttpRoute } from "../server/http_proxy.ts";
 import {
-  ListenError,
-  type RunningListener,
+  type HttpListenerOptions,
   serveHttp,
-  serveTcp,
-} from "../server/listeners.ts";
+} from "../server/http_listener.ts";
+import { ListenError, type RunningListener } from "../server/listeners.ts";
+import { serveTcp } from "../server/tcp_listener.ts";
 import { createTcpHandler, type TcpRoute } from "../server/tcp_proxy.ts";
 import { Traffic } from "../server/traffic.ts";
-import { ExchangeGroup, Http1Transport } from "../transport/http1.ts";
+import { Http1Transport } from "../transport/http1/client.ts";
 import { Reachability } from "../upstream/reachability.ts";
 import { RoundRobin } from "../upstream/round_robin.ts";
 
@@ -59,6 +59,18 @@ export interface LegateOptions {
    * @default {30000}
    */
   readonly drainTimeout?: number;
+  /**
+   * How long an HTTP client connection may take to send a complete request
+   * head, after it opens and after each response, in milliseconds.
+   * @default {30000}
+   */
+  readonly headerTimeout?: number;
+  /**
+   * Idle HTTP client connections kept per listener; past it the longest
+   * idle one is closed.
+   * @default {1024}
+   */
+  readonly maxIdleConnections?: number;
 }
 
 /** The route files are invalid; `errors` has every problem. */
@@ -125,6 +137,7 @@ interface Context {
   readonly log: Logger;
   readonly reachability: Reachability;
   readonly traffic: Traffic;
+  readonly http: HttpListenerOptions;
 }
 
 /**
@@ -195,11 +208,23 @@ export class Legate {
     if (result.errors) throw new InvalidConfigError(result.errors);
     const { config } = result;
     const adminAddress = parseAdminAddress(options.admin);
-    const context = {
+    const context: Context = {
       transport: new Http1Transport(),
       log,
       reachability: new Reachability(log),
       traffic: new Traffic(),
+      http: {
+        ...(options.headerTimeout === undefined
+          ? {}
+          : { headerTimeout: options.headerTimeout }),
+        ...(options.maxIdleConnections === undefined
+          ? {}
+          : { maxIdleConnections: options.maxIdleConnections }),
+        onAcceptError: (error, transient) =>
+          log[transient ? "debug" : "warn"]("accept failed", {
+            reason: error.message,
+          }),
+      },
     };
     const listeners = new Map<string, ActiveListener>();
     // The admin listener opens first and learns the instance once it exists.
@@ -223,6 +248,7 @@ export class Legate {
           },
           metrics: () => started.legate ? started.legate.#metrics() : "",
         }),
+        context.http,
       );
       for (const plan of config.plan.listeners) {
         listeners.set(plan.key, await openListener(plan, context));
@@ -689,15 +715,19 @@ async function openListener(
   plan: ListenerPlan,
   context: Context,
 ): Promise<ActiveListener> {
+  const onAcceptError = (error: Error, transient: boolean) =>
+    context.log[transient ? "debug" : "warn"]("accept failed", {
+      listener: plan.key,
+      reason: error.message,
+    });
   if (plan.protocol === "http") {
     let router = httpRouter(plan);
-    const group = new ExchangeGroup();
     const active: ActiveListener = {
       plan,
       listener: await serveHttp(
         plan.address,
-        createHttpHandler(() => router, { ...context, group }),
-        group,
+        createHttpHandler(() => router, context),
+        { ...context.http, onAcceptError },
       ),
       update(next) {
         router = httpRouter(next);
@@ -712,11 +742,7 @@ async function openListener(
     listener: await serveTcp(
       plan.address,
       createTcpHandler(() => route, context),
-      (error, transient) =>
-        context.log[transient ? "debug" : "warn"]("accept failed", {
-          listener: plan.key,
-          reason: error.message,
-        }),
+      onAcceptError,
     ),
     update(next) {
       route = tcpRoute(next);

@@ -10,18 +10,19 @@ import type { HttpRouter, RouteMatch } from "../router/router.ts";
 import { stripPrefix } from "../router/router.ts";
 import { ProxyError, statusForError } from "../transport/errors.ts";
 import {
+  connectionTokens,
   type HeaderPair,
   isHopByHop,
-  withoutConnectionNamed,
   withoutHopByHop,
 } from "../transport/headers.ts";
 import type {
-  ExchangeGroup,
   HttpTransport,
   UpstreamResponse,
-} from "../transport/http1.ts";
+} from "../transport/http1/client.ts";
 import type { Balancer } from "../upstream/balancer.ts";
 import type { Reachability } from "../upstream/reachability.ts";
+import type { ClientConnection, HttpHandler } from "./http_listener.ts";
+import { requestTarget } from "./request_target.ts";
 import type { Traffic } from "./traffic.ts";
 
 /** One HTTP service as a listener routes to it. */
@@ -42,8 +43,6 @@ export interface HttpProxyContext {
   readonly log: Logger;
   /** Logs endpoints going down and coming back. */
   readonly reachability: Reachability;
-  /** The listener's exchanges, cut together when its drain deadline passes. */
-  readonly group: ExchangeGroup;
   /** Counts requests and upstream failures. */
   readonly traffic: Traffic;
 }
@@ -51,35 +50,47 @@ export interface HttpProxyContext {
 const VIA: HeaderPair = ["via", "1.1 legate"];
 
 const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
   404: "Not Found",
   499: "Client Closed Request",
+  501: "Not Implemented",
   502: "Bad Gateway",
   504: "Gateway Timeout",
 };
 
 /**
- * Makes the `Deno.serve` handler of one HTTP listener. `router()` is read once
- * per request, so a reload that swaps it never changes a request in flight.
+ * Makes the handler of one HTTP listener. `router()` is read once per
+ * request, so a reload that swaps it never changes a request in flight.
  */
 export function createHttpHandler(
   router: () => HttpRouter<HttpRoute>,
   context: HttpProxyContext,
-): Deno.ServeHandler {
-  return (request, info) => proxyRequest(request, info, router(), context);
+): HttpHandler {
+  return (request, client) => proxyRequest(request, client, router(), context);
 }
 
 async function proxyRequest(
   request: Request,
-  info: Deno.ServeHandlerInfo,
+  client: ClientConnection,
   router: HttpRouter<HttpRoute>,
   context: HttpProxyContext,
 ): Promise<Response> {
-  const target = requestTarget(request.url);
-  const query = target.indexOf("?");
-  const path = query < 0 ? target : target.slice(0, query);
-  const incoming = readRequestHeaders(request, info);
-  const { host, headers } = incoming;
-  const route = router.route(host, path);
+  const incoming = readRequestHeaders(request);
+  if (request.method === "CONNECT") {
+    return errorResponse(
+      new ProxyError(
+        "http_request_error",
+        "legate does not tunnel CONNECT; use a TCP route for tunnels",
+      ),
+      501,
+    );
+  }
+  const parsed = requestTarget(request.url, request.method, incoming.host);
+  if (typeof parsed === "string") {
+    return errorResponse(new ProxyError("http_request_error", parsed));
+  }
+  const { authority, path, target } = parsed;
+  const route = router.route(authority, path === "*" ? "/" : path);
   if (!route) {
     const services = router.routes.map((r) =>
       `${r.service.name} (host ${
@@ -89,15 +100,15 @@ async function proxyRequest(
     return errorResponse(
       new ProxyError(
         "destination_not_found",
-        `no service on this listener matches host "${host}" and path "${path}"; services: ${services}`,
+        `no service on this listener matches host "${authority}" and path "${path}"; services: ${services}`,
       ),
     );
   }
   const { service } = route;
-  const forwardedTarget = service.stripPrefix
-    ? stripPrefix(service.match.pathPrefix, path) +
-      (query < 0 ? "" : target.slice(query))
+  const forwardedTarget = service.stripPrefix && path !== "*"
+    ? stripPrefix(service.match.pathPrefix, path) + target.slice(path.length)
     : target;
+  const headers = withForwardingHeaders(incoming, client, authority);
   // A request without Content-Length or Transfer-Encoding has no body (RFC
   // 9112 6.3); not touching request.body then saves creating its stream.
   const body = incoming.framed ? request.body : null;
@@ -106,7 +117,7 @@ async function proxyRequest(
   for (const endpoint of route.balancer.candidates()) {
     headers[0] = [
       "host",
-      service.preserveHost && host !== "" ? host : endpoint.authority,
+      service.preserveHost ? authority : endpoint.authority,
     ];
     let response: Response;
     try {
@@ -118,7 +129,7 @@ async function proxyRequest(
           body,
           bodyLength: incoming.bodyLength,
           signal: request.signal,
-          group: context.group,
+          tracker: client,
         }, service.timeouts),
       );
     } catch (error) {
@@ -143,7 +154,7 @@ async function proxyRequest(
       context.log.debug("request", {
         service: service.name,
         method: request.method,
-        target,
+        target: forwardedTarget,
         upstream: endpoint.url,
         status: response.status,
       });
@@ -155,7 +166,7 @@ async function proxyRequest(
       service: service.name,
       reason: failure!.message,
     });
-  } else if (failure!.source !== "upstream") {
+  } else if (failure!.source === "internal") {
     context.log.error("request failed", {
       service: service.name,
       reason: failure!.message,
@@ -190,18 +201,16 @@ function clientResponse(upstream: UpstreamResponse): Response {
   });
 }
 
-/** The request target exactly as the client sent it: path and query, undecoded. */
-function requestTarget(url: string): string {
-  const slash = url.indexOf("/", url.indexOf("//") + 2);
-  return slash < 0 ? "/" : url.slice(slash);
-}
-
 /** What the pipeline reads from the client's request headers in one pass. */
 interface IncomingHeaders {
-  /** The headers for the upstream, with a placeholder for Host first. */
+  /** A placeholder for Host, then the client's end-to-end headers. */
   readonly headers: HeaderPair[];
-  /** The client's Host header, or "". */
-  readonly host: string;
+  /** The client's Host header, or null. */
+  readonly host: string | null;
+  /** The client's `X-Forwarded-For`, unless `Connection` named it. */
+  readonly forwardedFor: string | undefined;
+  /** The client's `Via`, unless `Connection` named it. */
+  readonly via: string | undefined;
   /** Whether the request frames a body (Content-Length or Transfer-Encoding). */
   readonly framed: boolean;
   /** The body's length when Content-Length gives it. */
@@ -209,16 +218,14 @@ interface IncomingHeaders {
 }
 
 /**
- * Reads the client's headers once and builds the upstream's: end-to-end
- * headers, `X-Forwarded-For` appended to, `X-Forwarded-Proto` and
- * `X-Forwarded-Host` set, `Via` appended to.
+ * Reads the client's headers once: its end-to-end headers, without the
+ * hop-by-hop ones and those its `Connection` names. The forwarding headers
+ * legate sets are added afterwards, by {@linkcode withForwardingHeaders}, so
+ * a client's `Connection` can never remove them (or the Host placeholder).
  */
-function readRequestHeaders(
-  request: Request,
-  info: Deno.ServeHandlerInfo,
-): IncomingHeaders {
+function readRequestHeaders(request: Request): IncomingHeaders {
   const headers: HeaderPair[] = [["host", ""]];
-  let host = "";
+  let host: string | null = null;
   let length: string | undefined;
   let framed = false;
   let connection: string | undefined;
@@ -253,8 +260,42 @@ function readRequestHeaders(
         if (!isHopByHop(pair[0])) headers.push(pair);
     }
   }
-  const remote = info.remoteAddr as Deno.Addr;
-  if (remote.transport === "tcp" || remote.transport === "udp") {
+  if (connection !== undefined) {
+    const named = connectionTokens(connection);
+    // Index 0 is legate's Host placeholder, never the client's to remove.
+    let kept = 1;
+    for (let i = 1; i < headers.length; i++) {
+      if (!named.has(headers[i]![0])) headers[kept++] = headers[i]!;
+    }
+    headers.length = kept;
+    if (named.has("x-forwarded-for")) forwardedFor = undefined;
+    if (named.has("via")) via = undefined;
+  }
+  return {
+    headers,
+    host,
+    forwardedFor,
+    via,
+    framed,
+    bodyLength: length !== undefined && /^\d+$/.test(length)
+      ? Number(length)
+      : null,
+  };
+}
+
+/**
+ * The upstream's headers: the client's end-to-end headers, then
+ * `X-Forwarded-For` (appended to), `X-Forwarded-Proto`, `X-Forwarded-Host`
+ * and `Via` (appended to).
+ */
+function withForwardingHeaders(
+  incoming: IncomingHeaders,
+  client: ClientConnection,
+  authority: string,
+): HeaderPair[] {
+  const { headers, forwardedFor, via } = incoming;
+  const remote = client.remoteAddr;
+  if (remote.transport === "tcp") {
     headers.push([
       "x-forwarded-for",
       forwardedFor ? `${forwardedFor}, ${remote.hostname}` : remote.hostname,
@@ -263,22 +304,15 @@ function readRequestHeaders(
     headers.push(["x-forwarded-for", forwardedFor]);
   }
   headers.push(["x-forwarded-proto", "http"]);
-  if (host !== "") headers.push(["x-forwarded-host", host]);
+  headers.push(["x-forwarded-host", authority]);
   headers.push(via ? ["via", `${via}, 1.1 legate`] : VIA);
-  return {
-    headers: connection === undefined
-      ? headers
-      : withoutConnectionNamed(headers, connection),
-    host,
-    framed,
-    bodyLength: length !== undefined && /^\d+$/.test(length)
-      ? Number(length)
-      : null,
-  };
+  return headers;
 }
 
-function errorResponse(error: ProxyError): Response {
-  const status = statusForError(error);
+function errorResponse(
+  error: ProxyError,
+  status: number = statusForError(error),
+): Response {
   const text = STATUS_TEXT[status] ?? "Error";
   return new Response(`legate: ${status} ${text}: ${error.message}\n`, {
     status,

@@ -1,6 +1,7 @@
 /**
- * Opening and draining listeners: `Deno.serve` for HTTP, `Deno.listen` for
- * TCP, on TCP addresses or Unix sockets.
+ * What HTTP and TCP listeners share: binding a TCP address or Unix socket,
+ * the accept loop that survives every accept failure, and draining with a
+ * deadline.
  * @module
  */
 import type { ListenAddress } from "../config/address.ts";
@@ -29,156 +30,90 @@ export class ListenError extends Error {
   }
 }
 
-/** How long cut requests get to unwind before drain() returns anyway. */
-const CUT_GRACE_MS = 1_000;
-
-/** The work in flight on an HTTP listener, as its request pipeline tracks it. */
-export interface InFlight {
-  /** Requests in flight. */
-  readonly size: number;
-  /** Ends every request in flight. */
-  cutAll(): void;
-}
-
-const NOTHING_IN_FLIGHT: InFlight = { size: 0, cutAll() {} };
-
 /**
- * Serves HTTP on `address`. Responses are sent as the handler builds them:
- * no automatic compression. `inFlight` counts the handler's work and cuts it
- * when a drain deadline passes.
+ * Binds `address`: a TCP socket, or a Unix socket whose stale file (left by
+ * a process that is gone) is replaced.
+ *
+ * @throws {ListenError} When the address cannot be bound.
  */
-export async function serveHttp(
+export async function bindListener(
   address: ListenAddress,
-  handler: Deno.ServeHandler,
-  inFlight: InFlight = NOTHING_IN_FLIGHT,
-): Promise<RunningListener> {
-  const common = {
-    automaticCompression: false,
-    onListen() {},
-    onError: () => new Response("legate: internal error\n", { status: 500 }),
-  };
-  let server: Deno.HttpServer;
+): Promise<Deno.Listener> {
   try {
     if (address.transport === "unix") {
       await removeStaleSocket(address.path);
-      server = Deno.serve(
-        { ...common, transport: "unix", path: address.path },
-        handler,
-      );
-    } else {
-      server = Deno.serve(
-        { ...common, hostname: address.hostname, port: address.port },
-        handler,
-      );
+      return Deno.listen({ transport: "unix", path: address.path });
     }
+    return Deno.listen({ hostname: address.hostname, port: address.port });
   } catch (cause) {
     throw listenError(address, cause);
   }
-  return {
-    addr: server.addr,
-    active: () => inFlight.size,
-    async drain(deadlineMs) {
-      const finished = await withDeadline(server.shutdown(), deadlineMs);
-      if (finished) return 0;
-      const cut = inFlight.size;
-      // Aborting Deno.serve's signal after shutdown() throws inside Deno
-      // (BadResource), so requests are cut where they touch their upstream.
-      inFlight.cutAll();
-      await withDeadline(server.finished.catch(() => {}), CUT_GRACE_MS);
-      return cut;
-    },
-  };
-}
-
-/** Something a TCP listener is running for one accepted connection. */
-export interface Connection {
-  /** Settles when the connection is over. */
-  readonly done: Promise<unknown>;
-  /** Closes it now. */
-  cut(): void;
 }
 
 /** Accept failures are retried after a pause that doubles up to 1 s. */
 const ACCEPT_BACKOFF_MS = { first: 5, max: 1_000 } as const;
 
-/**
- * Accepts TCP (or Unix socket) connections on `address` and hands each to
- * `onConnection`. A failed accept never stops the listener: a connection the
- * client reset before it was accepted fails alone (ENOTCONN, ECONNABORTED),
- * and running out of file descriptors pauses accepting with a backoff.
- * `onAcceptError` hears of each failure and whether the client caused it.
- */
-export async function serveTcp(
-  address: ListenAddress,
-  onConnection: (conn: Deno.Conn) => Connection,
-  onAcceptError: (error: Error, transient: boolean) => void = () => {},
-): Promise<RunningListener> {
-  let listener: Deno.Listener;
-  try {
-    if (address.transport === "unix") {
-      await removeStaleSocket(address.path);
-      listener = Deno.listen({ transport: "unix", path: address.path });
-    } else {
-      listener = Deno.listen({
-        hostname: address.hostname,
-        port: address.port,
-      });
-    }
-  } catch (cause) {
-    throw listenError(address, cause);
-  }
-  const connections = new Set<Connection>();
-  let closed = false;
-  const accepting = (async () => {
-    let backoff = 0;
-    while (!closed) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (closed) return; // drain() closed the listener
-        const transient = error instanceof Deno.errors.NotConnected ||
-          error instanceof Deno.errors.ConnectionAborted ||
-          error instanceof Deno.errors.ConnectionReset;
-        onAcceptError(error as Error, transient);
-        if (!transient) {
-          backoff = Math.min(
-            backoff * 2 || ACCEPT_BACKOFF_MS.first,
-            ACCEPT_BACKOFF_MS.max,
-          );
-          await new Promise((resolve) => setTimeout(resolve, backoff));
-        }
-        continue;
-      }
-      backoff = 0;
-      setNoDelay(conn);
-      const connection = onConnection(conn);
-      connections.add(connection);
-      connection.done.finally(() => connections.delete(connection));
-    }
-  })();
-  return {
-    addr: listener.addr,
-    active: () => connections.size,
-    async drain(deadlineMs) {
-      closed = true;
-      try {
-        listener.close();
-      } catch {
-        // Already closed.
-      }
-      await accepting;
-      const all = Promise.all([...connections].map((c) => c.done));
-      if (await withDeadline(all, deadlineMs)) return 0;
-      const cut = connections.size;
-      for (const connection of connections) connection.cut();
-      await all;
-      return cut;
-    },
-  };
+/** How an accept loop reports and relieves failures. */
+export interface AcceptHooks {
+  /** Hears of each failure and whether the client caused it (a reset before accept). */
+  onError(error: Error, transient: boolean): void;
+  /**
+   * Asked to free a file descriptor when accepting failed for want of one
+   * (too many open files); returns whether it did, so accepting resumes at once.
+   */
+  relieve?(): boolean;
 }
 
-async function withDeadline(
+/**
+ * Accepts connections until `listener` is closed, handing each to
+ * `onConnection` with Nagle's algorithm off. A failed accept never stops the
+ * loop: a connection the client reset before it was accepted fails alone
+ * (ENOTCONN, ECONNABORTED); running out of file descriptors first asks
+ * `relieve` to close an idle connection, else pauses accepting with a
+ * backoff (the kernel's backlog holds new connections meanwhile).
+ * Resolves when the listener is closed.
+ */
+export async function acceptConnections(
+  listener: Deno.Listener,
+  onConnection: (conn: Deno.Conn) => void,
+  hooks: AcceptHooks,
+): Promise<void> {
+  let backoff = 0;
+  while (true) {
+    let conn: Deno.Conn;
+    try {
+      conn = await listener.accept();
+    } catch (error) {
+      if (error instanceof Deno.errors.BadResource) return; // closed by drain()
+      const transient = error instanceof Deno.errors.NotConnected ||
+        error instanceof Deno.errors.ConnectionAborted ||
+        error instanceof Deno.errors.ConnectionReset;
+      hooks.onError(error as Error, transient);
+      if (transient || hooks.relieve?.()) continue;
+      backoff = Math.min(
+        backoff * 2 || ACCEPT_BACKOFF_MS.first,
+        ACCEPT_BACKOFF_MS.max,
+      );
+      await new Promise((resolve) => setTimeout(resolve, backoff));
+      continue;
+    }
+    backoff = 0;
+    setNoDelay(conn);
+    onConnection(conn);
+  }
+}
+
+/** Closes a listener that may already be closed. */
+export function closeListener(listener: Deno.Listener): void {
+  try {
+    listener.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** Whether `work` settled within `ms` milliseconds. */
+export async function withDeadline(
   work: Promise<unknown>,
   ms: number,
 ): Promise<boolean> {
@@ -187,7 +122,7 @@ async function withDeadline(
     timer = setTimeout(() => resolve(false), ms)
   );
   try {
-    return await Promise.race([work.then(() => true), deadline]);
+    return await Promise.race([work.then(() => true, () => true), deadline]);
   } finally {
     clearTimeout(timer);
   }

@@ -10,7 +10,7 @@ import { classifySocketError, ProxyError } from "../transport/errors.ts";
 import { relay } from "../transport/tcp.ts";
 import type { Balancer } from "../upstream/balancer.ts";
 import type { Reachability } from "../upstream/reachability.ts";
-import type { Connection } from "./listeners.ts";
+import type { Connection } from "./tcp_listener.ts";
 import type { Traffic } from "./traffic.ts";
 
 /** One TCP service as its listener runs it. */

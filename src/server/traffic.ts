@@ -46,12 +46,36 @@ class LabeledCounter {
  * What legate forwarded, since start. Survives reloads: it is keyed by
  * service name, not by config snapshot.
  *
- * @example Usage
+ * @example Counts by label values
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Traffic } from "./traffic.ts";
  * const traffic = new Traffic();
  * traffic.request("users", 200);
- * traffic.metrics()[0]!.samples; // [{ labels: { service: "users", code: "200" }, value: 1 }]
+ * traffic.request("users", 200);
+ * traffic.request("users", 502);
+ * const requests = traffic.metrics()
+ *   .find((m) => m.name === "legate_http_requests_total")!;
+ * assert.deepEqual(requests.samples, [
+ *   { labels: { service: "users", code: "200" }, value: 2 },
+ *   { labels: { service: "users", code: "502" }, value: 1 },
+ * ]);
+ * ```
+ *
+ * @example Open TCP connections go up and down; bytes add up
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Traffic } from "./traffic.ts";
+ * const traffic = new Traffic();
+ * traffic.connectionOpened("redis");
+ * traffic.connectionClosed("redis", 100, 2_000);
+ * const value = (name: string, direction?: string) =>
+ *   traffic.metrics().find((m) => m.name === name)!.samples
+ *     .find((s) => s.labels.direction === direction)!.value;
+ * assert.equal(value("legate_tcp_connections_total"), 1);
+ * assert.equal(value("legate_tcp_connections_open"), 0);
+ * assert.equal(value("legate_tcp_bytes_total", "upstream"), 100);
+ * assert.equal(value("legate_tcp_bytes_total", "downstream"), 2_000);
  * ```
  */
 export class Traffic {

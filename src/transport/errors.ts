@@ -17,6 +17,7 @@ export type ProxyErrorKind =
   | "connection_terminated"
   | "http_response_timeout"
   | "http_protocol_error"
+  | "http_request_error"
   | "idle_timeout"
   | "client_gone"
   | "tls_certificate_error"
@@ -34,6 +35,7 @@ const SOURCES: Record<ProxyErrorKind, ErrorSource> = {
   connection_terminated: "upstream",
   http_response_timeout: "upstream",
   http_protocol_error: "upstream",
+  http_request_error: "downstream",
   idle_timeout: "upstream",
   client_gone: "downstream",
   tls_certificate_error: "upstream",
@@ -51,10 +53,14 @@ const RETRYABLE = new Set<ProxyErrorKind>([
 /**
  * A failure while proxying.
  *
- * @example Usage
+ * @example A timeout is a 504 that another endpoint may still serve
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ProxyError, statusForError } from "./errors.ts";
- * statusForError(new ProxyError("connection_timeout", "connect to 10.0.0.1:80 took over 5s")); // 504
+ * const error = new ProxyError("connection_timeout", "connect to users-1:80 took over 5s");
+ * assert.equal(statusForError(error), 504);
+ * assert.equal(error.source, "upstream");
+ * assert.equal(error.retryable, true);
  * ```
  */
 export class ProxyError extends Error {
@@ -77,7 +83,8 @@ export class ProxyError extends Error {
 
 /**
  * The HTTP status for a failure: 504 for upstream timeouts, 404 when no route
- * matched, 499 (logged only) when the client went away, 502 otherwise.
+ * matched, 400 for a request legate will not forward, 499 (logged only) when
+ * the client went away, 502 otherwise.
  */
 export function statusForError(error: ProxyError): number {
   switch (error.kind) {
@@ -87,6 +94,8 @@ export function statusForError(error: ProxyError): number {
       return 504;
     case "destination_not_found":
       return 404;
+    case "http_request_error":
+      return 400;
     case "client_gone":
       return 499;
     default:

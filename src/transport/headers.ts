@@ -52,8 +52,13 @@ export function withoutConnectionNamed(
   headers: HeaderPair[],
   connection: string,
 ): HeaderPair[] {
-  const named = new Set(
+  const named = connectionTokens(connection);
+  return headers.filter(([name]) => !named.has(name));
+}
+
+/** The header names a `Connection` value lists, lowercased. */
+export function connectionTokens(connection: string): Set<string> {
+  return new Set(
     connection.split(",").map((token) => token.trim().toLowerCase()),
   );
-  return headers.filter(([name]) => !named.has(name));
 }

@@ -1,0 +1,271 @@
+/**
+ * HTTP listeners: legate accepts each client connection itself and serves
+ * HTTP/1.1 and h2c on it with Deno's HTTP server, one connection at a time.
+ *
+ * `Deno.serve` owns its accept loop and hides its connections: it ends for
+ * good on the first failed accept (too many open files ended the whole
+ * process), it has no timeout for reading a request head, and its graceful
+ * shutdown cuts request bodies still being uploaded. Holding the connections
+ * gives legate all three: accept failures are survived as on TCP listeners,
+ * a connection must send a request head within the header timeout (after it
+ * opens and after each response), idle connections are capped per listener,
+ * and a drain closes each connection only once its requests are done.
+ *
+ * Each connection is served by `serveHttpOnConnection`, the function
+ * `Deno.serve` itself uses per connection, reached through `Deno.internal`:
+ * the one place legate uses a runtime internal. A Deno without it fails the
+ * first listener with a clear message.
+ * @module
+ */
+import type { ListenAddress } from "../config/address.ts";
+import type { ExchangeTracker } from "../transport/http1/client.ts";
+import {
+  acceptConnections,
+  bindListener,
+  closeListener,
+  type RunningListener,
+  withDeadline,
+} from "./listeners.ts";
+
+/** A client connection as the request pipeline sees it. */
+export interface ClientConnection extends ExchangeTracker {
+  /** The client's address. */
+  readonly remoteAddr: Deno.Addr;
+}
+
+/** Handles one request of a client connection. */
+export type HttpHandler = (
+  request: Request,
+  client: ClientConnection,
+) => Response | Promise<Response>;
+
+/** Options of {@linkcode serveHttp}. */
+export interface HttpListenerOptions {
+  /**
+   * How long a client connection may take to deliver a complete request
+   * head, counted from when it opens and from the end of each response (so
+   * it also bounds how long a keep-alive connection stays idle), in
+   * milliseconds.
+   * @default {30000}
+   */
+  readonly headerTimeout?: number;
+  /**
+   * Idle client connections (none of their requests in flight) kept by this
+   * listener; past it, the longest idle one is closed.
+   * @default {1024}
+   */
+  readonly maxIdleConnections?: number;
+  /** Hears of accept failures and whether the client caused them. */
+  readonly onAcceptError?: (error: Error, transient: boolean) => void;
+}
+
+/** `Deno.internal`'s per-connection HTTP server, as Deno 2.9 has it. */
+type ServeOnConnection = (
+  conn: Deno.Conn,
+  signal: AbortSignal | undefined,
+  handler: (request: Request) => Response | Promise<Response>,
+  onError: (error: unknown) => Response,
+  onListen: () => void,
+) => Deno.HttpServer;
+
+/** How often idle connections are checked against the header timeout. */
+const SWEEP_MS = 1_000;
+/** How long cut requests get to unwind before drain() returns anyway. */
+const CUT_GRACE_MS = 1_000;
+
+/**
+ * Serves HTTP on `address`. Responses are sent as the handler builds them:
+ * no automatic compression.
+ *
+ * @throws {ListenError} When the address cannot be bound.
+ */
+export async function serveHttp(
+  address: ListenAddress,
+  handler: HttpHandler,
+  options: HttpListenerOptions = {},
+): Promise<RunningListener> {
+  const serveOnConnection = denoServeOnConnection();
+  const headerTimeout = options.headerTimeout ?? 30_000;
+  const maxIdle = options.maxIdleConnections ?? 1024;
+  const listener = await bindListener(address);
+  const connections = new Set<Client>();
+  /** Idle connections, longest idle first (a Set keeps insertion order). */
+  const idle = new Set<Client>();
+  let draining = false;
+
+  const onIdle = (client: Client) => {
+    idle.delete(client);
+    if (draining) {
+      client.close();
+      return;
+    }
+    idle.add(client);
+  };
+  const onBusy = (client: Client) => idle.delete(client);
+  const evictOldestIdle = (): boolean => {
+    const [oldest] = idle;
+    if (oldest === undefined) return false;
+    idle.delete(oldest);
+    oldest.close();
+    return true;
+  };
+
+  const accepting = acceptConnections(listener, (conn) => {
+    while (idle.size >= maxIdle) evictOldestIdle();
+    const client = new Client(conn, serveOnConnection, handler, onIdle, onBusy);
+    connections.add(client);
+    idle.add(client);
+    client.done.then(() => {
+      connections.delete(client);
+      idle.delete(client);
+    });
+  }, {
+    onError: options.onAcceptError ?? (() => {}),
+    relieve: evictOldestIdle,
+  });
+
+  const sweeper = setInterval(() => {
+    const now = Date.now();
+    for (const client of idle) {
+      // Idle connections are in the order they became idle: stop at the first fresh one.
+      if (now - client.idleSince < headerTimeout) break;
+      idle.delete(client);
+      client.close();
+    }
+  }, Math.min(SWEEP_MS, headerTimeout));
+  Deno.unrefTimer(sweeper);
+
+  return {
+    addr: listener.addr,
+    active: () => {
+      let busy = 0;
+      for (const client of connections) busy += client.inFlight;
+      return busy;
+    },
+    async drain(deadlineMs) {
+      draining = true;
+      closeListener(listener);
+      await accepting;
+      clearInterval(sweeper);
+      for (const client of idle) client.close();
+      idle.clear();
+      const all = Promise.all([...connections].map((c) => c.done));
+      if (await withDeadline(all, deadlineMs)) return 0;
+      let cut = 0;
+      for (const client of connections) {
+        cut += client.inFlight;
+        client.cut();
+      }
+      await withDeadline(all, CUT_GRACE_MS);
+      return cut;
+    },
+  };
+}
+
+/** One accepted client connection and the work in flight on it. */
+class Client implements ClientConnection {
+  readonly remoteAddr: Deno.Addr;
+  /** Settles when the connection is closed. */
+  readonly done: Promise<void>;
+  /** When the connection last became idle, in epoch milliseconds. */
+  idleSince = Date.now();
+  readonly #server: Deno.HttpServer;
+  readonly #abort = new AbortController();
+  readonly #exchanges = new Set<{ close(): void }>();
+  readonly #onIdle: (client: Client) => void;
+  readonly #onBusy: (client: Client) => void;
+  #handlers = 0;
+  #closing = false;
+  #finished = false;
+
+  constructor(
+    conn: Deno.Conn,
+    serveOnConnection: ServeOnConnection,
+    handler: HttpHandler,
+    onIdle: (client: Client) => void,
+    onBusy: (client: Client) => void,
+  ) {
+    this.remoteAddr = conn.remoteAddr;
+    this.#onIdle = onIdle;
+    this.#onBusy = onBusy;
+    this.#server = serveOnConnection(
+      conn,
+      this.#abort.signal,
+      (request) => this.#handle(handler, request),
+      () => new Response("legate: internal error\n", { status: 500 }),
+      () => {},
+    );
+    // A connection's server rejects when the client sent something Deno
+    // could not parse (a malformed chunked body): that connection ends, and
+    // nothing else does.
+    this.done = this.#server.finished.then(() => {}, () => {}).finally(() => {
+      this.#finished = true;
+    });
+  }
+
+  /** Requests in flight: handlers running, or bodies still streaming. */
+  get inFlight(): number {
+    return Math.max(this.#handlers, this.#exchanges.size);
+  }
+
+  add(connection: { close(): void }): void {
+    if (this.#exchanges.size === 0 && this.#handlers === 0) this.#onBusy(this);
+    this.#exchanges.add(connection);
+  }
+
+  delete(connection: { close(): void }): void {
+    if (this.#exchanges.delete(connection)) this.#settle();
+  }
+
+  /** Closes the connection once nothing is in flight: idle now, or when its requests end. */
+  close(): void {
+    if (this.#closing || this.#finished) return;
+    this.#closing = true;
+    if (this.inFlight === 0) this.#shutdown();
+  }
+
+  /** Ends the work in flight now: upstream exchanges are closed, the connection aborted. */
+  cut(): void {
+    for (const connection of this.#exchanges) connection.close();
+    this.#exchanges.clear();
+    // Aborting after shutdown() throws inside Deno; a connection that was
+    // shut down ends when its requests end, which closing them just did.
+    if (!this.#finished && !this.#closing) this.#abort.abort();
+  }
+
+  async #handle(handler: HttpHandler, request: Request): Promise<Response> {
+    if (this.#handlers === 0 && this.#exchanges.size === 0) this.#onBusy(this);
+    this.#handlers++;
+    try {
+      return await handler(request, this);
+    } finally {
+      this.#handlers--;
+      this.#settle();
+    }
+  }
+
+  #settle(): void {
+    if (this.inFlight > 0) return;
+    this.idleSince = Date.now();
+    if (this.#closing) this.#shutdown();
+    else this.#onIdle(this);
+  }
+
+  #shutdown(): void {
+    this.#closing = true;
+    this.#server.shutdown().catch(() => {});
+  }
+}
+
+function denoServeOnConnection(): ServeOnConnection {
+  const internal = (Deno as unknown as Record<symbol, unknown>)[
+    (Deno as unknown as { internal: symbol }).internal
+  ] as { serveHttpOnConnection?: ServeOnConnection } | undefined;
+  const serve = internal?.serveHttpOnConnection;
+  if (typeof serve !== "function") {
+    throw new Error(
+      `This Deno (${Deno.version.deno}) cannot serve HTTP per connection (Deno.internal serveHttpOnConnection is missing); legate needs Deno 2.9`,
+    );
+  }
+  return serve;
+}

@@ -1,0 +1,380 @@
+/**
+ * The HTTP upstream transport: HTTP/1.1 over `Deno.connect` (and
+ * `Deno.startTls`) with a keep-alive pool per endpoint.
+ *
+ * Bytes pass through untouched: no decompression (a gzip body arrives
+ * byte-identical with its `Content-Encoding`), the request target is sent as
+ * the caller gives it, and bodies stream in both directions with
+ * Content-Length or chunked framing.
+ *
+ * This module runs one exchange: connect or take a pooled connection, write
+ * the request, read the response head, hand the body over, and decide whether
+ * the connection may be reused. Routing, header policy and status mapping
+ * belong to the server; bytes on the wire to parse, encode and body.
+ * @module
+ */
+import { connectEndpoint, type Endpoint, writeAll } from "../connect.ts";
+import { classifySocketError, ProxyError } from "../errors.ts";
+import type { HeaderPair } from "../headers.ts";
+import { IdleTimer } from "../idle_timer.ts";
+import { schedule } from "../timer_wheel.ts";
+import { responseBodyStream, writeRequestBody } from "./body.ts";
+import { Http1Connection } from "./connection.ts";
+import { type BodyFraming, encodeRequestHead } from "./encode.ts";
+import { parseResponseHead, type ResponseHead } from "./parse.ts";
+import { ConnectionPool, type PoolOptions } from "./pool.ts";
+
+/** A request as the transport sends it. */
+export interface UpstreamRequest {
+  /** Method, e.g. `GET`. */
+  readonly method: string;
+  /** Request target exactly as it goes on the wire: visible ASCII only. */
+  readonly target: string;
+  /** End-to-end headers, Host included; framing headers are the transport's. */
+  readonly headers: readonly HeaderPair[];
+  /** Body, or null for none. */
+  readonly body: ReadableStream<Uint8Array> | null;
+  /** Body length when known (sent as Content-Length); null streams it chunked. */
+  readonly bodyLength: number | null;
+  /** Aborts the exchange until the response headers arrive. */
+  readonly signal: AbortSignal;
+  /** Told which upstream connection the exchange holds, so it can be cut. */
+  readonly tracker?: ExchangeTracker;
+}
+
+/** A response as the transport received it. */
+export interface UpstreamResponse {
+  /** Status code, 200–599 (1xx interim responses are consumed). */
+  readonly status: number;
+  /** Reason phrase. */
+  readonly statusText: string;
+  /**
+   * End-to-end and hop-by-hop headers as received (names lowercased), with
+   * `Content-Length` only where it describes the body handed over (or, for
+   * HEAD, the body a GET would get) and never `Transfer-Encoding`.
+   */
+  readonly headers: HeaderPair[];
+  /**
+   * Body: bytes when small (up to 16 KiB with a Content-Length), a stream
+   * otherwise, null when the response has none (HEAD, 204, 304).
+   */
+  readonly body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
+}
+
+/** Timeouts for one exchange, in milliseconds. */
+export interface ExchangeTimeouts {
+  /** Opening the connection. */
+  readonly connect: number;
+  /** From the end of the request until the response headers arrive. */
+  readonly request: number;
+  /** No body bytes in either direction. */
+  readonly idle: number;
+}
+
+/** Sends HTTP requests to upstream endpoints. */
+export interface HttpTransport {
+  /**
+   * Sends `request` to `endpoint`. Rejects with a {@linkcode ProxyError}; a
+   * failure after the response headers errors the body stream instead.
+   */
+  send(
+    endpoint: Endpoint,
+    request: UpstreamRequest,
+    timeouts: ExchangeTimeouts,
+  ): Promise<UpstreamResponse>;
+  /** Closes idle pooled connections; exchanges in flight finish. */
+  close(): void;
+}
+
+/**
+ * Hears when an exchange starts and stops holding an upstream connection, so
+ * that whoever owns the request (its client connection, its listener) can
+ * cut it: closing the connection ends a wait for headers and errors a body
+ * being streamed.
+ */
+export interface ExchangeTracker {
+  /** An exchange now holds `connection`. */
+  add(connection: { close(): void }): void;
+  /** The exchange holding `connection` is over. */
+  delete(connection: { close(): void }): void;
+}
+
+/** Options of {@linkcode Http1Transport}. */
+export type Http1TransportOptions = PoolOptions;
+
+const SMALL_BODY_BYTES = 16 * 1024;
+
+/** Methods that may be sent again when a pooled connection turns out stale (RFC 9110 9.2.2). */
+const IDEMPOTENT = new Set([
+  "GET",
+  "HEAD",
+  "OPTIONS",
+  "TRACE",
+  "PUT",
+  "DELETE",
+]);
+/** Methods whose requests frame a body even when it is empty. */
+const BODYLESS = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"]);
+
+/**
+ * HTTP/1.1 client with keep-alive pools. A request that fails on a reused
+ * connection before any response byte (the upstream closed it while idle) is
+ * sent again on a fresh connection only when that cannot repeat an action:
+ * an idempotent method without a body.
+ *
+ * @example Usage
+ * ```ts ignore
+ * // Needs an endpoint and a live upstream; tests/http_test.ts runs it for real.
+ * import { Http1Transport } from "./client.ts";
+ * const transport = new Http1Transport();
+ * const response = await transport.send(endpoint, request, { connect: 5000, request: 60000, idle: 60000 });
+ * ```
+ */
+export class Http1Transport implements HttpTransport {
+  readonly #pool: ConnectionPool;
+
+  /** Makes a transport with empty pools. */
+  constructor(options: Http1TransportOptions = {}) {
+    this.#pool = new ConnectionPool(options);
+  }
+
+  async send(
+    endpoint: Endpoint,
+    request: UpstreamRequest,
+    timeouts: ExchangeTimeouts,
+  ): Promise<UpstreamResponse> {
+    // Encoded first: a request that cannot be sent fails before it takes a connection.
+    const head = encodeRequestHead(
+      request.method,
+      request.target,
+      request.headers,
+      bodyFraming(request),
+    );
+    const pooled = this.#pool.take(endpoint.url);
+    if (pooled) {
+      try {
+        return await this.#exchange(pooled, head, endpoint, request, timeouts);
+      } catch (error) {
+        const replayable = request.body === null &&
+          IDEMPOTENT.has(request.method);
+        if (!(error instanceof StaleConnection) || !replayable) {
+          throw unwrapStale(error);
+        }
+      }
+    }
+    if (request.signal.aborted) throw clientGone(endpoint);
+    const conn = await connectEndpoint(endpoint, timeouts.connect);
+    try {
+      return await this.#exchange(
+        new Http1Connection(conn),
+        head,
+        endpoint,
+        request,
+        timeouts,
+      );
+    } catch (error) {
+      throw unwrapStale(error);
+    }
+  }
+
+  close(): void {
+    this.#pool.close();
+  }
+
+  async #exchange(
+    connection: Http1Connection,
+    head: Uint8Array,
+    endpoint: Endpoint,
+    request: UpstreamRequest,
+    timeouts: ExchangeTimeouts,
+  ): Promise<UpstreamResponse> {
+    const where = `${request.method} ${endpoint.url}`;
+    request.tracker?.add(connection);
+    let failure: ProxyError | undefined;
+    const cut = (error: ProxyError) => {
+      failure ??= error;
+      connection.close();
+    };
+    // The request timeout runs from the end of the request; while a body is
+    // uploading, only the idle timeout applies.
+    let cancelRequestTimer: (() => void) | undefined;
+    const startRequestTimer = () => {
+      cancelRequestTimer = schedule(
+        timeouts.request,
+        () =>
+          cut(
+            new ProxyError(
+              "http_response_timeout",
+              `${where}: no response headers within ${timeouts.request}ms`,
+            ),
+          ),
+      );
+    };
+    const uploadIdle = request.body === null ? undefined : new IdleTimer(
+      timeouts.idle,
+      () =>
+        cut(
+          new ProxyError(
+            "idle_timeout",
+            `${where}: request body stalled for ${timeouts.idle}ms`,
+          ),
+        ),
+    );
+    const onAbort = () => cut(clientGone(endpoint));
+    request.signal.addEventListener("abort", onAbort, { once: true });
+    if (request.signal.aborted) onAbort();
+
+    let requestSent = false;
+    let headReceived = false;
+    let sendFailure: ProxyError | undefined;
+    sendRequest(connection, head, request, uploadIdle).then(() => {
+      requestSent = true;
+      uploadIdle?.stop();
+      if (!headReceived) startRequestTimer();
+    }, (error: unknown) => {
+      uploadIdle?.stop();
+      if (error instanceof ProxyError) {
+        cut(error); // the client's body failed
+        return;
+      }
+      // An upstream may answer before it has read the whole request (a 413
+      // or 401 to an upload) and close: its answer is still read and
+      // forwarded; the connection is not reused.
+      sendFailure = classifySocketError(error, `${where}: sending the request`);
+      if (!headReceived) startRequestTimer();
+    });
+    let response: ResponseHead;
+    let smallBody: Uint8Array<ArrayBuffer> | undefined;
+    try {
+      response = await readFinalHead(connection, request.method);
+      // A small body is read at once and handed over as bytes: a stream per
+      // response costs more than the body itself.
+      if (
+        response.framing.kind === "length" &&
+        response.framing.length <= SMALL_BODY_BYTES
+      ) {
+        smallBody = await connection.readExactly(response.framing.length);
+      }
+    } catch (error) {
+      request.tracker?.delete(connection);
+      connection.close();
+      if (failure) throw failure;
+      // A protocol error keeps its own message; otherwise a failure while
+      // sending explains a failed read best.
+      const reason = error instanceof ProxyError &&
+          error.kind === "http_protocol_error"
+        ? error
+        : sendFailure ?? classifySocketError(error, where);
+      if (
+        connection.reused && !connection.receivedAny &&
+        reason.kind === "connection_terminated"
+      ) {
+        throw new StaleConnection(reason);
+      }
+      throw reason;
+    } finally {
+      headReceived = true;
+      cancelRequestTimer?.();
+      uploadIdle?.stop();
+      request.signal.removeEventListener("abort", onAbort);
+    }
+
+    const finish = (clean: boolean) => {
+      request.tracker?.delete(connection);
+      if (
+        clean && response.keepAlive && requestSent && !connection.closed &&
+        connection.buffered === 0
+      ) {
+        connection.reused = true;
+        this.#pool.release(endpoint.url, connection, response.keepAliveTimeout);
+      } else {
+        connection.close();
+      }
+    };
+    const body = smallBody ??
+      (response.framing.kind === "none" ? null : responseBodyStream(
+        connection,
+        response.framing,
+        timeouts.idle,
+        where,
+        finish,
+      ));
+    if (!(body instanceof ReadableStream)) finish(true);
+    const headers = response.headers;
+    const { contentLength } = response;
+    if (
+      contentLength !== null &&
+      (response.framing.kind === "length" ||
+        (request.method === "HEAD" && response.status !== 204))
+    ) {
+      headers.push(["content-length", String(contentLength)]);
+    }
+    return {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+      body,
+    };
+  }
+}
+
+function bodyFraming(request: UpstreamRequest): BodyFraming {
+  if (request.body === null) {
+    return BODYLESS.has(request.method) ? "none" : "empty";
+  }
+  return request.bodyLength ?? "chunked";
+}
+
+async function sendRequest(
+  connection: Http1Connection,
+  head: Uint8Array,
+  request: UpstreamRequest,
+  progress: IdleTimer | undefined,
+): Promise<void> {
+  await writeAll(connection.conn as Deno.Conn, head);
+  if (request.body !== null) {
+    await writeRequestBody(
+      connection,
+      request.body,
+      request.bodyLength === null,
+      progress!,
+    );
+  }
+}
+
+/** Reads heads until the final one: interim 1xx responses (100, 103) are consumed. */
+async function readFinalHead(
+  connection: Http1Connection,
+  method: string,
+): Promise<ResponseHead> {
+  while (true) {
+    const head = parseResponseHead(await connection.readHead(), method);
+    if (head.status >= 200) return head;
+    if (head.status === 101) {
+      throw new ProxyError(
+        "http_protocol_error",
+        "upstream switched protocols, which legate does not forward yet",
+      );
+    }
+  }
+}
+
+/** Marks a failure on a reused connection before any response byte. */
+class StaleConnection extends Error {
+  readonly reason: ProxyError;
+  constructor(reason: ProxyError) {
+    super(reason.message);
+    this.reason = reason;
+  }
+}
+
+function unwrapStale(error: unknown): unknown {
+  return error instanceof StaleConnection ? error.reason : error;
+}
+
+function clientGone(endpoint: Endpoint): ProxyError {
+  return new ProxyError(
+    "client_gone",
+    `client went away before ${endpoint.url} answered`,
+  );
+}

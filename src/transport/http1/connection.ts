@@ -1,0 +1,230 @@
+/**
+ * One upstream HTTP/1.1 connection with its read buffer: reading a response
+ * head, CRLF-terminated lines and body bytes, and the idle read that notices
+ * an upstream closing a pooled connection.
+ *
+ * It knows bytes and line endings; what the bytes mean is parse's job.
+ * @module
+ */
+import { closeQuietly } from "../connect.ts";
+import { ProxyError } from "../errors.ts";
+import { decodeLatin1, MAX_HEAD_BYTES } from "./parse.ts";
+
+/** The socket operations a connection uses; `Deno.Conn` has them. */
+export interface ByteStream {
+  /** Reads into `buffer`; resolves with the byte count, or null at EOF. */
+  read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes some of `data`; resolves with how much. */
+  write(data: Uint8Array): Promise<number>;
+  /** Closes the stream. */
+  close(): void;
+}
+
+/** The size of each read of body bytes. */
+export const READ_CHUNK_BYTES = 64 * 1024;
+
+/** One upstream connection and the bytes read from it but not yet used. */
+export class Http1Connection {
+  /** The socket. */
+  readonly conn: ByteStream;
+  #buffer = new Uint8Array(16 * 1024);
+  #start = 0;
+  #end = 0;
+  /** Whether it was closed; a closed connection is never used again. */
+  closed = false;
+  /** Whether an earlier exchange used it, so a failure may mean it went stale while idle. */
+  reused = false;
+  /** Whether any byte arrived during the current exchange. */
+  receivedAny = false;
+  /** When it last entered the pool, in epoch milliseconds. */
+  idleSince = 0;
+  /** Until when the upstream said it keeps the connection open, in epoch milliseconds. */
+  usableUntil = Infinity;
+  /** A read issued while pooled, so a close by the upstream is noticed at once. */
+  #pendingRead: Promise<number | null> | null = null;
+  #inPool = false;
+
+  /** Wraps `conn`. */
+  constructor(conn: ByteStream) {
+    this.conn = conn;
+  }
+
+  /** Bytes read but not consumed. */
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  /** Closes the socket (again is harmless). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeQuietly(this.conn as Deno.Conn);
+  }
+
+  /**
+   * Marks the connection idle and starts a read: any outcome of it while
+   * pooled (EOF, reset, stray bytes) calls `retire`, which drops it.
+   */
+  enterPool(retire: () => void): void {
+    this.#inPool = true;
+    this.idleSince = Date.now();
+    this.receivedAny = false;
+    this.#start = this.#end = 0;
+    const read = this.conn.read(this.#buffer);
+    this.#pendingRead = read;
+    const settled = () => {
+      if (this.#inPool) {
+        retire();
+        this.close();
+      }
+    };
+    read.then(settled, settled);
+  }
+
+  /** Marks the connection in use again. */
+  leavePool(): void {
+    this.#inPool = false;
+  }
+
+  /** Reads more bytes into the buffer; false at EOF. */
+  async fill(): Promise<boolean> {
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#end === this.#buffer.length) {
+      if (this.#start > 0) {
+        this.#buffer.copyWithin(0, this.#start, this.#end);
+        this.#end -= this.#start;
+        this.#start = 0;
+      } else {
+        const grown = new Uint8Array(this.#buffer.length * 2);
+        grown.set(this.#buffer);
+        this.#buffer = grown;
+      }
+    }
+    let n: number | null;
+    if (this.#pendingRead) {
+      const pending = this.#pendingRead;
+      this.#pendingRead = null;
+      n = await pending;
+    } else {
+      n = await this.conn.read(this.#buffer.subarray(this.#end));
+    }
+    if (n === null) return false;
+    this.receivedAny = true;
+    this.#end += n;
+    return true;
+  }
+
+  /**
+   * Reads up to the blank line that ends a head and returns the head's bytes
+   * without it; the rest stays buffered.
+   *
+   * @throws {ProxyError} When the head exceeds 64 KiB or the upstream closes first.
+   */
+  async readHead(): Promise<Uint8Array> {
+    let searched = this.#start;
+    while (true) {
+      const buffer = this.#buffer;
+      // Only the first 64 KiB may hold the head, however much has arrived.
+      const end = Math.min(this.#end, this.#start + MAX_HEAD_BYTES + 4);
+      for (let i = Math.max(searched, this.#start); i + 3 < end; i++) {
+        if (
+          buffer[i] === 13 && buffer[i + 1] === 10 && buffer[i + 2] === 13 &&
+          buffer[i + 3] === 10
+        ) {
+          const head = buffer.slice(this.#start, i);
+          this.#start = i + 4;
+          return head;
+        }
+      }
+      if (this.#end - this.#start > MAX_HEAD_BYTES) {
+        throw new ProxyError(
+          "http_protocol_error",
+          "upstream response headers exceed 64 KiB",
+        );
+      }
+      // Resume the search where it stopped, less the 3 bytes that may start a CRLF CRLF.
+      searched = Math.max(this.#start, end - 3);
+      const offset = searched - this.#start;
+      if (!(await this.fill())) {
+        throw new ProxyError(
+          "connection_terminated",
+          this.receivedAny
+            ? "upstream closed the connection inside the response headers"
+            : "upstream closed the connection without responding",
+        );
+      }
+      searched = this.#start + offset;
+    }
+  }
+
+  /** Copies out up to `max` buffered bytes, or reads a fresh chunk; null at EOF. */
+  async readChunk(max: number): Promise<Uint8Array | null> {
+    if (this.#end > this.#start) {
+      const n = Math.min(max, this.#end - this.#start);
+      const chunk = this.#buffer.slice(this.#start, this.#start + n);
+      this.#start += n;
+      return chunk;
+    }
+    const chunk = new Uint8Array(Math.min(max, READ_CHUNK_BYTES));
+    const n = await this.conn.read(chunk);
+    if (n === null) return null;
+    this.receivedAny = true;
+    return chunk.subarray(0, n);
+  }
+
+  /** Reads exactly `length` bytes; throws when the upstream ends first. */
+  async readExactly(length: number): Promise<Uint8Array<ArrayBuffer>> {
+    while (this.#end - this.#start < length) {
+      if (!(await this.fill())) {
+        throw new ProxyError(
+          "connection_terminated",
+          "upstream closed the connection before the body ended",
+        );
+      }
+    }
+    const bytes = this.#buffer.slice(this.#start, this.#start + length);
+    this.#start += length;
+    return bytes;
+  }
+
+  /**
+   * Reads one line ended by CRLF and returns it without the CRLF; null at
+   * EOF. A bare LF is a protocol error: a line that ends differently for
+   * legate and for the upstream is how responses get split two ways.
+   */
+  async readLine(): Promise<string | null> {
+    let searched = this.#start;
+    while (true) {
+      const index = this.#buffer.subarray(searched, this.#end).indexOf(10);
+      if (index >= 0) {
+        const lineEnd = searched + index;
+        if (lineEnd === this.#start || this.#buffer[lineEnd - 1] !== 13) {
+          throw new ProxyError(
+            "http_protocol_error",
+            "upstream sent a line ending in a bare LF",
+          );
+        }
+        const text = decodeLatin1(
+          this.#buffer.subarray(this.#start, lineEnd - 1),
+        );
+        this.#start = lineEnd + 1;
+        if (text.includes("\r")) {
+          throw new ProxyError(
+            "http_protocol_error",
+            "upstream sent a bare CR inside a line",
+          );
+        }
+        return text;
+      }
+      if (this.#end - this.#start > MAX_HEAD_BYTES) {
+        throw new ProxyError(
+          "http_protocol_error",
+          "upstream sent a line longer than 64 KiB",
+        );
+      }
+      const offset = this.#end - this.#start;
+      if (!(await this.fill())) return null;
+      searched = this.#start + offset;
+    }
+  }
+}
