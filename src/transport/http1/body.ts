@@ -20,20 +20,25 @@ import {
 } from "./parse.ts";
 
 /**
- * Writes `body` to the connection, chunk-framed when `chunked`. `progress`
- * hears of every chunk (the upload's idle timer).
+ * Writes `body` to the connection: chunk-framed when `length` is null, else
+ * exactly `length` bytes (a body that disagrees with its length is refused
+ * rather than letting its excess reach the upstream as another request).
+ * `progress` hears of every chunk (the upload's idle timer).
  *
- * @throws {ProxyError} `client_gone` when reading the client's body fails;
- *   a socket error as it is when writing upstream fails.
+ * @throws {ProxyError} `client_gone` when reading the client's body fails,
+ *   `http_request_error` when it does not match its length; a socket error
+ *   as it is when writing upstream fails.
  */
 export async function writeRequestBody(
   connection: Http1Connection,
   body: ReadableStream<Uint8Array>,
-  chunked: boolean,
+  length: number | null,
   progress: IdleTimer,
 ): Promise<void> {
+  const chunked = length === null;
   const reader = body.getReader();
   const framing = { bytes: new Uint8Array(0) };
+  let sent = 0;
   while (true) {
     let chunk: ReadableStreamReadResult<Uint8Array>;
     try {
@@ -47,6 +52,11 @@ export async function writeRequestBody(
     }
     if (chunk.done) break;
     if (chunk.value.length === 0) continue;
+    sent += chunk.value.length;
+    if (!chunked && sent > length) {
+      reader.cancel().catch(() => {});
+      throw lengthMismatch(length);
+    }
     progress.touch();
     try {
       await writeAll(
@@ -59,6 +69,14 @@ export async function writeRequestBody(
     }
   }
   if (chunked) await writeAll(connection.conn as Deno.Conn, LAST_CHUNK);
+  else if (sent !== length) throw lengthMismatch(length);
+}
+
+function lengthMismatch(length: number): ProxyError {
+  return new ProxyError(
+    "http_request_error",
+    `client request body does not match its Content-Length of ${length}`,
+  );
 }
 
 /**

@@ -13,6 +13,7 @@
  * belong to the server; bytes on the wire to parse, encode and body.
  * @module
  */
+import { setImmediate } from "node:timers";
 import { connectEndpoint, type Endpoint, writeAll } from "../connect.ts";
 import { classifySocketError, ProxyError } from "../errors.ts";
 import type { HeaderPair } from "../headers.ts";
@@ -150,13 +151,23 @@ export class Http1Transport implements HttpTransport {
       request.headers,
       bodyFraming(request),
     );
-    const pooled = this.#pool.take(endpoint.url);
+    const replayable = request.body === null && IDEMPOTENT.has(request.method);
+    let pooled = this.#pool.take(endpoint.url);
+    if (pooled && !replayable) {
+      // A request that must not be sent twice waits one turn of the event
+      // loop, so that an upstream's close that already arrived is seen
+      // before the request goes into that connection (a close and a request
+      // can land in the same turn). It costs a few microseconds.
+      await nextTurn();
+      if (pooled.stale) {
+        pooled.close();
+        pooled = this.#pool.take(endpoint.url);
+      }
+    }
     if (pooled) {
       try {
         return await this.#exchange(pooled, head, endpoint, request, timeouts);
       } catch (error) {
-        const replayable = request.body === null &&
-          IDEMPOTENT.has(request.method);
         if (!(error instanceof StaleConnection) || !replayable) {
           throw unwrapStale(error);
         }
@@ -318,6 +329,11 @@ export class Http1Transport implements HttpTransport {
   }
 }
 
+/** Resolves after the event loop has polled I/O once (`setTimeout(0)` takes a millisecond or more). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 function bodyFraming(request: UpstreamRequest): BodyFraming {
   if (request.body === null) {
     return BODYLESS.has(request.method) ? "none" : "empty";
@@ -336,7 +352,7 @@ async function sendRequest(
     await writeRequestBody(
       connection,
       request.body,
-      request.bodyLength === null,
+      request.bodyLength,
       progress!,
     );
   }

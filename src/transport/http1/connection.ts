@@ -42,6 +42,7 @@ export class Http1Connection {
   usableUntil = Infinity;
   /** A read issued while pooled, so a close by the upstream is noticed at once. */
   #pendingRead: Promise<number | null> | null = null;
+  #pendingSettled = false;
   #inPool = false;
 
   /** Wraps `conn`. */
@@ -72,7 +73,9 @@ export class Http1Connection {
     this.#start = this.#end = 0;
     const read = this.conn.read(this.#buffer);
     this.#pendingRead = read;
+    this.#pendingSettled = false;
     const settled = () => {
+      this.#pendingSettled = true;
       if (this.#inPool) {
         retire();
         this.close();
@@ -84,6 +87,14 @@ export class Http1Connection {
   /** Marks the connection in use again. */
   leavePool(): void {
     this.#inPool = false;
+  }
+
+  /**
+   * Whether the upstream closed the connection, or sent something, since it
+   * was pooled: then it must not carry a request.
+   */
+  get stale(): boolean {
+    return this.#pendingSettled || this.closed;
   }
 
   /** Reads more bytes into the buffer; false at EOF. */
@@ -136,7 +147,8 @@ export class Http1Connection {
           return head;
         }
       }
-      if (this.#end - this.#start > MAX_HEAD_BYTES) {
+      // More than the head and the first 3 bytes of its blank line can hold.
+      if (this.#end - this.#start > MAX_HEAD_BYTES + 3) {
         throw new ProxyError(
           "http_protocol_error",
           "upstream response headers exceed 64 KiB",
@@ -198,6 +210,7 @@ export class Http1Connection {
       const index = this.#buffer.subarray(searched, this.#end).indexOf(10);
       if (index >= 0) {
         const lineEnd = searched + index;
+        if (lineEnd - this.#start > MAX_HEAD_BYTES) throw lineTooLong();
         if (lineEnd === this.#start || this.#buffer[lineEnd - 1] !== 13) {
           throw new ProxyError(
             "http_protocol_error",
@@ -216,15 +229,17 @@ export class Http1Connection {
         }
         return text;
       }
-      if (this.#end - this.#start > MAX_HEAD_BYTES) {
-        throw new ProxyError(
-          "http_protocol_error",
-          "upstream sent a line longer than 64 KiB",
-        );
-      }
+      if (this.#end - this.#start > MAX_HEAD_BYTES) throw lineTooLong();
       const offset = this.#end - this.#start;
       if (!(await this.fill())) return null;
       searched = this.#start + offset;
     }
   }
+}
+
+function lineTooLong(): ProxyError {
+  return new ProxyError(
+    "http_protocol_error",
+    "upstream sent a line longer than 64 KiB",
+  );
 }

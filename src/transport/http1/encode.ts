@@ -6,7 +6,8 @@
  * request target with a byte outside visible ASCII, a method or header name
  * that is not a token, a header value with CR, LF, NUL or a character above
  * 0xFF (which could only be written by dropping its high byte: U+010A would
- * become LF). The server rejects such requests earlier with a 400; this is the
+ * become LF), a framing header of the caller's, or a body length that is not
+ * a whole number. The server rejects such requests earlier with a 400; this is the
  * guarantee that holds whatever a caller passes.
  * @module
  */
@@ -19,6 +20,8 @@ export type BodyFraming = "none" | "empty" | "chunked" | number;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** RFC 9112 request-target in origin-form, absolute-form or asterisk-form: visible ASCII. */
 const TARGET = /^[\x21-\x7e]+$/;
+/** Framing is the encoder's alone: a caller's copy would contradict it. */
+const FRAMING = /^(?:content-length|transfer-encoding)$/i;
 /** Bytes that end or split a header line, and characters no byte can carry. */
 const UNSAFE_VALUE = /[\0\r\n\u0100-\uffff]/;
 /** Anything above ASCII: such heads need one byte per character, not UTF-8. */
@@ -60,9 +63,14 @@ export function encodeRequestHead(
   if (!TARGET.test(target)) {
     throw refused(`request target ${JSON.stringify(target.slice(0, 80))}`);
   }
+  if (
+    typeof body === "number" && !(Number.isSafeInteger(body) && body >= 0)
+  ) {
+    throw refused(`body length ${body}`);
+  }
   let head = `${method} ${target} HTTP/1.1\r\n`;
   for (const [name, value] of headers) {
-    if (!TOKEN.test(name) || UNSAFE_VALUE.test(value)) {
+    if (!TOKEN.test(name) || UNSAFE_VALUE.test(value) || FRAMING.test(name)) {
       throw refused(`header ${JSON.stringify(name)}`);
     }
     head += `${name}: ${value}\r\n`;
@@ -89,7 +97,7 @@ function refused(what: string): ProxyError {
 }
 
 /**
- * Frames `data` as one chunk in `buffer`, reused across the chunks of one
+ * Frames `data` (never empty) as one chunk in `buffer`, reused across the chunks of one
  * body (each write completes before the next chunk is framed), so an upload
  * allocates nothing per chunk. Returns the framed bytes.
  *
@@ -105,6 +113,8 @@ export function frameChunk(
   data: Uint8Array,
   buffer: { bytes: Uint8Array },
 ): Uint8Array {
+  // An empty chunk would be the last chunk: the body would end there.
+  if (data.length === 0) throw new RangeError("Cannot frame an empty chunk");
   const size = `${data.length.toString(16)}\r\n`;
   const length = size.length + data.length + 2;
   if (buffer.bytes.length < length) buffer.bytes = new Uint8Array(length);

@@ -49,8 +49,14 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 /** RFC 9110 field-value characters: HTAB, SP, VCHAR, obs-text. */
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** RFC 9112 status-line, with the reason phrase optional (many servers omit it). */
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: ([^]*))?$/;
+const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 const OWS_EDGES = /^[ \t]+|[ \t]+$/g;
+/**
+ * RFC 9112 7.1.1 chunk-size and chunk-ext: `;` BWS name [BWS `=` BWS value],
+ * a value being a token or a quoted string.
+ */
+const CHUNK_SIZE_LINE =
+  /^([0-9a-fA-F]+)(?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*$/;
 /** Upper bound on a Content-Length or chunk size: exact as a JavaScript number. */
 const MAX_LENGTH = Number.MAX_SAFE_INTEGER;
 
@@ -160,7 +166,8 @@ export function parseResponseHead(
   const keepAlive = framing.kind !== "close" &&
     // A message with both framings is treated as suspect (RFC 9112 6.1).
     !(encoding !== undefined && lengths !== undefined) &&
-    (http11 ? !tokens.includes("close") : tokens.includes("keep-alive"));
+    // `close` wins over `keep-alive`, in either version (RFC 9112 9.3).
+    !tokens.includes("close") && (http11 || tokens.includes("keep-alive"));
   return {
     status,
     // A reason phrase is only informative (RFC 9112 4); one with control
@@ -258,9 +265,7 @@ function tokenList(list: string): string[] {
  * @throws {ProxyError} `http_protocol_error` for anything but hex digits and extensions.
  */
 export function parseChunkSize(line: string): number {
-  const match = /^([0-9a-fA-F]+)[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/.exec(
-    line,
-  );
+  const match = CHUNK_SIZE_LINE.exec(line);
   const digits = match ? match[1]!.replace(/^0+(?=.)/, "") : undefined;
   if (digits === undefined || digits.length > 13) {
     throw protocolError(`upstream sent an invalid chunk size: ${quote(line)}`);
