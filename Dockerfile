@@ -10,7 +10,9 @@
 
 ARG DENO_VERSION=2.9.6
 
-FROM denoland/deno:debian-${DENO_VERSION} AS build
+# Fully qualified: podman (and other runtimes without a default registry)
+# refuses short image names.
+FROM docker.io/denoland/deno:debian-${DENO_VERSION} AS build
 WORKDIR /src
 COPY deno.json deno.lock main.ts mod.ts ./
 COPY src ./src

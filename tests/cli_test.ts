@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   freePort,
   legateCommand,
+  ROOT,
   spawnLegate,
   startServer,
   writeRoutes,
@@ -38,6 +39,27 @@ Deno.test("check exits 0 for valid routes and 1 with every error on stderr", asy
     `${dir}/bad.yaml:2:13: upstreams[0]: "htp://x" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, or unix:/path)\n` +
       `${dir}/bad.yaml:3:1: unknown key "matchh" (did you mean "match"?)\n` +
       `2 error(s) in ${dir}\n`,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("deno task legate check runs the check command from a checkout", async () => {
+  const dir = await writeRoutes({
+    "good.yaml":
+      "listen: 127.0.0.1:15001\nupstreams: [http://127.0.0.1:8080]\n",
+  });
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "legate", "check", "--routes", dir],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(output.code, 0, decode(output.stderr));
+  assert.equal(
+    decode(output.stdout),
+    `${dir}: 1 service(s) on 1 listener(s), all valid\n`,
   );
   await Deno.remove(dir, { recursive: true });
 });

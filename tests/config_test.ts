@@ -13,6 +13,11 @@ const noReferences = {
   },
 };
 
+async function mkfifo(path: string): Promise<void> {
+  const made = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert.ok(made.success, new TextDecoder().decode(made.stderr));
+}
+
 async function errorsOf(files: Record<string, string>): Promise<string[]> {
   const dir = await writeRoutes(files);
   try {
@@ -78,7 +83,7 @@ Deno.test("names missing keys, empty files, bad listen addresses and misplaced H
     "g-strip.yaml:3:15: strip_prefix: needs match.path_prefix: there is no prefix to strip",
     "h-two.yaml:3:1: a route file holds one service: remove the second YAML document (after ---) or move it to its own file",
     "i-list.yaml:1:1: a route file is a mapping of keys such as listen: and upstreams:",
-    "j-weight.yaml:2:38: upstreams[0].weight: 0 is below the minimum 1",
+    "j-weight.yaml:2:38: upstreams[0].weight: expected an integer from 1 to 1000, got 0",
   ]);
 });
 
@@ -156,6 +161,110 @@ Deno.test("resolves ${VAR}, ${VAR:-default} and ${file:...}; a missing reference
   ]);
 });
 
+Deno.test("upstream ports are 1 to 65535", async () => {
+  const errors = await errorsOf({
+    "a.yaml": "listen: :1\nupstreams: [http://a:0, http://a:65535]\n",
+    "b.yaml": "listen: :2\nupstreams: [{ url: 'tcp://b:70000' }]\n",
+    "c.yaml": "listen: :3\nupstreams: [https://c:99999, https://c:1]\n",
+  });
+  assert.deepEqual(errors, [
+    'a.yaml:2:13: upstreams[0]: "http://a:0": the port must be 1 to 65535',
+    'b.yaml:2:20: upstreams[0].url: "tcp://b:70000": the port must be 1 to 65535',
+    'c.yaml:2:13: upstreams[0]: "https://c:99999": the port must be 1 to 65535',
+  ]);
+});
+
+Deno.test("a file name that is not a service name needs name:", async () => {
+  const route = "listen: :1\nupstreams: [http://a]\n";
+  const errors = await errorsOf({ "bad name!.yaml": route });
+  assert.deepEqual(errors, [
+    `bad name!.yaml:1:1: file name "bad name!.yaml" is not a valid service name (use letters, digits, '.', '_' and '-', starting with a letter or digit): rename the file, or set name:`,
+  ]);
+  const dir = await writeRoutes({
+    "bad name!.yaml": `name: good-name\n${route}`,
+    "Users.v2.yaml": "listen: :2\nupstreams: [http://a]\n",
+  });
+  const { config } = await loadConfig(dir, noReferences);
+  assert.deepEqual(config?.services.map((s) => s.name), [
+    "Users.v2",
+    "good-name",
+  ]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("reports the problems inside an upstream mapping, not that it is no upstream", async () => {
+  const errors = await errorsOf({
+    "a.yaml": "listen: :1\nupstreams: [{ url: http://a, weight: '3' }]\n",
+    "b.yaml": "listen: :2\nupstreams: [{ url: http://b, weight: 1.5 }]\n",
+    "c.yaml":
+      "listen: :3\nupstreams:\n  - url: 5\n    wieght: 2\n    weight: 2000\n",
+    "d.yaml": "listen: :4\nupstreams: [{ weight: 2 }]\n",
+    "e.yaml": "listen: :5\nupstreams: [5, [http://e]]\n",
+  });
+  assert.deepEqual(errors, [
+    'a.yaml:2:38: upstreams[0].weight: expected an integer from 1 to 1000, got "3"',
+    "b.yaml:2:38: upstreams[0].weight: expected an integer from 1 to 1000, got 1.5",
+    "c.yaml:3:10: upstreams[0].url: expected a string, got 5",
+    'c.yaml:4:5: upstreams[0]: unknown key "wieght" (did you mean "weight"?)',
+    "c.yaml:5:13: upstreams[0].weight: expected an integer from 1 to 1000, got 2000",
+    'd.yaml:2:13: upstreams[0]: missing required key "url"',
+    "e.yaml:2:13: upstreams[0]: 5 is not an upstream (use a URL string, or a mapping with url: and weight:)",
+    "e.yaml:2:16: upstreams[1]: a list is not an upstream (use a URL string, or a mapping with url: and weight:)",
+  ]);
+});
+
+Deno.test("refuses a route file over 1 MiB without reading it, and reads one of exactly 1 MiB", async () => {
+  const route = "listen: :1\nupstreams: [http://a]\n";
+  const padded = (size: number) =>
+    route + "#".repeat(size - route.length - 1) + "\n";
+  const dir = await writeRoutes({
+    "at-limit.yaml": padded(1024 * 1024),
+    "over.yaml": padded(1024 * 1024 + 1).replace(":1", ":2"),
+  });
+  // Sparse: 64 MiB on paper, nothing on disk; reading it would take seconds.
+  const big = await Deno.open(join(dir, "big.yaml"), {
+    create: true,
+    write: true,
+  });
+  await big.truncate(64 * 1024 * 1024);
+  big.close();
+  const result = await loadConfig(dir, noReferences);
+  assert.deepEqual(
+    result.errors?.map((e) => e.message.replace(`${dir}/`, "")),
+    [
+      "big.yaml:1:1: file is 67108864 bytes, over the limit of 1048576 bytes (1 MiB, all a Kubernetes ConfigMap holds) for a route file: keep one service per file",
+      "over.yaml:1:1: file is 1048577 bytes, over the limit of 1048576 bytes (1 MiB, all a Kubernetes ConfigMap holds) for a route file: keep one service per file",
+    ],
+  );
+  await Deno.remove(join(dir, "big.yaml"));
+  await Deno.remove(join(dir, "over.yaml"));
+  const { config } = await loadConfig(dir, noReferences);
+  assert.deepEqual(config?.services.map((s) => s.name), ["at-limit"]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test(
+  "a ${file:...} reference to a FIFO is an error, not a load that blocks for ever",
+  {
+    ignore: Deno.build.os === "windows",
+  },
+  async () => {
+    const dir = await writeRoutes({
+      "svc.yaml": `listen: :1\nupstreams: ['http://a:\${file:FIFO}']\n`,
+    });
+    const fifo = join(dir, "port.fifo");
+    await mkfifo(fifo);
+    const text = await Deno.readTextFile(join(dir, "svc.yaml"));
+    await Deno.writeTextFile(join(dir, "svc.yaml"), text.replace("FIFO", fifo));
+    // The default references: the real file system.
+    const result = await loadConfig(dir);
+    assert.deepEqual(result.errors?.map((e) => e.detail), [
+      `cannot read "\${file:${fifo}}": it is not a regular file`,
+    ]);
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
 Deno.test("applies documented defaults", async () => {
   const dir = await writeRoutes({
     "web.yaml": "listen: :8080\nupstreams: [https://web.internal]\n",
@@ -189,7 +298,7 @@ Deno.test("applies documented defaults", async () => {
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("follows symlinked files, skips hidden entries, reads each file of a ConfigMap mount once", async () => {
+Deno.test("follows symlinked files, skips hidden entries and what is not a regular file, reads each file of a ConfigMap mount once", async () => {
   const dir = await Deno.makeTempDir();
   // The layout kubelet writes for a ConfigMap volume.
   await Deno.mkdir(join(dir, "..2026_11_26_00_00_00.000000001"));
@@ -202,6 +311,9 @@ Deno.test("follows symlinked files, skips hidden entries, reads each file of a C
   await Deno.writeTextFile(join(dir, ".hidden.yaml"), "not: valid\n");
   await Deno.writeTextFile(join(dir, "README.md"), "not a route\n");
   await Deno.symlink("does-not-exist.yaml", join(dir, "dangling.yaml"));
+  await Deno.mkdir(join(dir, "directory.yaml"));
+  // Opening a FIFO would wait for a writer for ever.
+  if (Deno.build.os !== "windows") await mkfifo(join(dir, "fifo.yaml"));
   const { config, errors } = await loadConfig(dir, noReferences);
   assert.equal(errors, undefined);
   assert.deepEqual(config!.services.map((s) => s.name), ["users"]);

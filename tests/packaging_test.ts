@@ -6,6 +6,15 @@ import { legateCommand, ROOT, START_FLAGS } from "./_helpers.ts";
 
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
+/** Every `.ts` file under `dir`, at any depth. */
+async function* sourceFiles(dir: string): AsyncGenerator<string> {
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) yield* sourceFiles(path);
+    else if (entry.name.endsWith(".ts")) yield path;
+  }
+}
+
 Deno.test("deno task compile fails fast with one clear line when the runtime stub cannot be had", async () => {
   // An unreachable proxy makes the download fail here and on machines with internet access alike.
   const env = {
@@ -42,6 +51,11 @@ Deno.test("the compile task bakes in exactly the flags of deno task start", asyn
   assert.equal(
     config.tasks.start,
     `deno run ${START_FLAGS.join(" ")} main.ts serve`,
+  );
+  // `deno task legate check` runs exactly what `deno task start` runs.
+  assert.equal(
+    config.tasks.legate,
+    `deno run ${START_FLAGS.join(" ")} main.ts`,
   );
   assert.deepEqual(compileArgs("aarch64-unknown-linux-gnu", "dist/x"), [
     "compile",
@@ -87,19 +101,10 @@ Deno.test("a deno bundle of legate runs from anywhere with the start flags", asy
 });
 
 Deno.test("nothing reads files relative to the source tree or imports dynamically", async () => {
-  for await (const entry of Deno.readDir(join(ROOT, "src"))) {
-    if (!entry.isDirectory) continue;
-    for await (const file of Deno.readDir(join(ROOT, "src", entry.name))) {
-      const text = await Deno.readTextFile(
-        join(ROOT, "src", entry.name, file.name),
-      );
-      assert.doesNotMatch(
-        text,
-        /import\.meta\.(url|dirname|filename)/,
-        file.name,
-      );
-      assert.doesNotMatch(text, /\bimport\(/, file.name);
-    }
+  for await (const file of sourceFiles(join(ROOT, "src"))) {
+    const text = await Deno.readTextFile(file);
+    assert.doesNotMatch(text, /import\.meta\.(url|dirname|filename)/, file);
+    assert.doesNotMatch(text, /\bimport\(/, file);
   }
   const main = await Deno.readTextFile(join(ROOT, "main.ts"));
   assert.doesNotMatch(main, /import\.meta\.(url|dirname|filename)|\bimport\(/);
@@ -146,8 +151,18 @@ Deno.test("the Dockerfile follows the image contract", async () => {
   );
   assert.match(
     text,
-    /^FROM denoland\/deno:debian-\$\{DENO_VERSION\} AS build$/m,
+    /^FROM docker\.io\/denoland\/deno:debian-\$\{DENO_VERSION\} AS build$/m,
   );
+  // podman refuses short names: every base image names its registry.
+  for (const [, image] of text.matchAll(/^FROM\s+(?:--\S+\s+)*(\S+)/gm)) {
+    if (image === "scratch") continue;
+    const registry = image!.split("/")[0]!;
+    assert.ok(
+      image!.includes("/") &&
+        (/[.:]/.test(registry) || registry === "localhost"),
+      `FROM ${image} names its registry (e.g. docker.io/...)`,
+    );
+  }
   assert.match(text, /^FROM scratch AS runtime$/m);
   assert.match(text, /^COPY --from=build \/rootfs\/ \/$/m);
   assert.match(text, /^USER 65532:65532$/m);

@@ -19,21 +19,30 @@ const WILDCARD_HOSTS = new Set(["0.0.0.0", "::"]);
 
 /**
  * Parses a listen address. `:8080` listens on every IPv4 interface, like Go
- * and Envoy; `unix:/run/app.sock` is a Unix domain socket.
+ * and Envoy; `unix:/run/app.sock` is a Unix domain socket. Error messages
+ * quote `shown` instead of `text`: the text as written, where `text` may hold
+ * resolved secrets.
  *
  * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseListenAddress } from "./address.ts";
- * parseListenAddress("127.0.0.1:15001"); // { transport: "tcp", hostname: "127.0.0.1", port: 15001 }
+ * assert.deepEqual(parseListenAddress("127.0.0.1:15001"), { transport: "tcp", hostname: "127.0.0.1", port: 15001 });
+ * assert.deepEqual(parseListenAddress(":8080"), { transport: "tcp", hostname: "0.0.0.0", port: 8080 });
+ * assert.deepEqual(parseListenAddress("unix:/run/app.sock"), { transport: "unix", path: "/run/app.sock" });
+ * assert.throws(() => parseListenAddress("127.0.0.1:99999"), RangeError);
  * ```
  * @throws {RangeError} When the text is not a listen address.
  */
-export function parseListenAddress(text: string): ListenAddress {
+export function parseListenAddress(
+  text: string,
+  shown: string = text,
+): ListenAddress {
   if (text.startsWith("unix:")) {
     const path = text.slice("unix:".length);
     if (!path.startsWith("/")) {
       throw new RangeError(
-        `"${text}" is not a listen address (a Unix socket needs an absolute path: unix:/run/legate/app.sock)`,
+        `"${shown}" is not a listen address (a Unix socket needs an absolute path: unix:/run/legate/app.sock)`,
       );
     }
     return { transport: "unix", path };
@@ -42,7 +51,7 @@ export function parseListenAddress(text: string): ListenAddress {
   const port = Number(match?.[2]);
   if (!match || port > 65535) {
     throw new RangeError(
-      `"${text}" is not a listen address (use host:port, :port or unix:/path, e.g. 127.0.0.1:15001)`,
+      `"${shown}" is not a listen address (use host:port, :port or unix:/path, e.g. 127.0.0.1:15001)`,
     );
   }
   const host = match[1]!;
@@ -54,7 +63,17 @@ export function parseListenAddress(text: string): ListenAddress {
   return { transport: "tcp", hostname, port };
 }
 
-/** Formats an address the way route files and logs write it. */
+/**
+ * Formats an address the way route files and logs write it.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatListenAddress } from "./address.ts";
+ * assert.equal(formatListenAddress({ transport: "tcp", hostname: "::1", port: 8080 }), "[::1]:8080");
+ * assert.equal(formatListenAddress({ transport: "unix", path: "/run/app.sock" }), "unix:/run/app.sock");
+ * ```
+ */
 export function formatListenAddress(address: ListenAddress): string {
   if (address.transport === "unix") return `unix:${address.path}`;
   return address.hostname.includes(":")
@@ -65,6 +84,15 @@ export function formatListenAddress(address: ListenAddress): string {
 /**
  * Whether two addresses cannot both be bound: the same socket, or the same
  * port where one side listens on every interface.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { addressesOverlap, parseListenAddress } from "./address.ts";
+ * const overlap = (a: string, b: string) => addressesOverlap(parseListenAddress(a), parseListenAddress(b));
+ * assert.equal(overlap(":8080", "127.0.0.1:8080"), true);
+ * assert.equal(overlap("127.0.0.1:8080", "127.0.0.2:8080"), false);
+ * ```
  */
 export function addressesOverlap(a: ListenAddress, b: ListenAddress): boolean {
   if (a.transport === "unix" || b.transport === "unix") {

@@ -30,10 +30,21 @@ export type LoadResult = { config: ConfigSnapshot; errors?: undefined } | {
  * Loads and validates every route file in `routesDir`.
  *
  * @example Usage
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
  * import { loadConfig } from "./config.ts";
- * const result = await loadConfig("routes");
- * if (result.errors) for (const e of result.errors) console.error(e.message);
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(join(dir, "users.yaml"), "listen: 127.0.0.1:15001\nupstreams: [http://127.0.0.1:8080]\n");
+ * const result = await loadConfig(dir);
+ * assert.deepEqual(result.config?.services.map((s) => s.name), ["users"]);
+ *
+ * await Deno.writeTextFile(join(dir, "users.yaml"), "listen: 127.0.0.1:15001\n");
+ * const broken = await loadConfig(dir);
+ * assert.deepEqual(broken.errors?.map((e) => e.message), [
+ *   `${join(dir, "users.yaml")}:1:1: missing required key "upstreams"`,
+ * ]);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  * @throws {RoutesDirectoryError} When the directory is missing, unreadable or has no route files.
  */
@@ -41,13 +52,12 @@ export async function loadConfig(
   routesDir: string,
   references: ReferenceSource = processReferences,
 ): Promise<LoadResult> {
-  const sources = await readRouteSources(routesDir);
-  if (sources.length === 0) {
+  const { sources, errors } = await readRouteSources(routesDir);
+  if (sources.length === 0 && errors.length === 0) {
     throw new RoutesDirectoryError(
       `Routes directory "${routesDir}" has no route files: add one *.yaml file per service (see the README's "Route files")`,
     );
   }
-  const errors: ConfigError[] = [];
   const services: ServiceConfig[] = [];
   for (const source of sources) {
     const result = validateRouteFile(source, references);

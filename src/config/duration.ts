@@ -20,8 +20,12 @@ export const DURATION_PATTERN = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
  *
  * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseDuration } from "./duration.ts";
- * parseDuration("2s"); // 2000
+ * assert.equal(parseDuration("2s"), 2_000);
+ * assert.equal(parseDuration("1.5m"), 90_000);
+ * assert.equal(parseDuration("250ms"), 250);
+ * assert.throws(() => parseDuration("5 seconds"), RangeError);
  * ```
  * @throws {RangeError} When the text is not a duration.
  */
@@ -35,7 +39,18 @@ export function parseDuration(text: string): number {
   return Math.round(Number(match[1]) * UNITS_MS[match[2]!]!);
 }
 
-/** Formats milliseconds the way route files write them, e.g. `30s`. */
+/**
+ * Formats milliseconds the way route files write them, e.g. `30s`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatDuration } from "./duration.ts";
+ * assert.equal(formatDuration(30_000), "30s");
+ * assert.equal(formatDuration(3_600_000), "1h");
+ * assert.equal(formatDuration(1_500), "1500ms");
+ * ```
+ */
 export function formatDuration(ms: number): string {
   for (const unit of ["h", "m", "s"]) {
     const size = UNITS_MS[unit]!;

@@ -20,9 +20,12 @@ export interface SourcePosition {
  *
  * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ConfigError } from "./errors.ts";
  * const error = new ConfigError({ file: "routes/a.yaml", line: 2, column: 9 }, "listen", "is required");
- * error.message; // "routes/a.yaml:2:9: listen: is required"
+ * assert.equal(error.message, "routes/a.yaml:2:9: listen: is required");
+ * assert.equal(error.detail, "is required");
+ * assert.ok(error instanceof SyntaxError);
  * ```
  */
 export class ConfigError extends SyntaxError {
@@ -58,7 +61,17 @@ export class RoutesDirectoryError extends Error {
   }
 }
 
-/** Formats a key path such as `["upstreams", 1, "url"]` as `upstreams[1].url`. */
+/**
+ * Formats a key path such as `["upstreams", 1, "url"]` as `upstreams[1].url`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatKeyPath } from "./errors.ts";
+ * assert.equal(formatKeyPath(["upstreams", 1, "url"]), "upstreams[1].url");
+ * assert.equal(formatKeyPath([]), "");
+ * ```
+ */
 export function formatKeyPath(path: readonly PropertyKey[]): string {
   let text = "";
   for (const segment of path) {

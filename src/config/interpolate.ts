@@ -4,6 +4,7 @@
  * empty string; `$${` writes a literal `${`.
  * @module
  */
+import { errorCode, MAX_ROUTE_FILE_BYTES, readRegularFile } from "./load.ts";
 
 /** Where references are looked up; injectable so tests need no real environment. */
 export interface ReferenceSource {
@@ -13,41 +14,98 @@ export interface ReferenceSource {
   readFile(path: string): string;
 }
 
-/** References resolved from the process environment and the file system. */
+/**
+ * References resolved from the process environment and the file system.
+ * Files are read like route files: regular files only (a FIFO would block
+ * the load for ever), at most 1 MiB.
+ */
 export const processReferences: ReferenceSource = {
   env: (name) => Deno.env.get(name),
-  readFile: (path) => Deno.readTextFileSync(path),
+  readFile(path) {
+    const read = readRegularFile(path, MAX_ROUTE_FILE_BYTES);
+    if (read.kind === "text") return read.text;
+    throw new TypeError(
+      read.kind === "too large"
+        ? `it is over the limit of ${MAX_ROUTE_FILE_BYTES} bytes (1 MiB)`
+        : "it is not a regular file",
+    );
+  },
 };
 
 const REFERENCE = /\$\$\{|\$\{([^}]*)\}/g;
 const VARIABLE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s;
 
 /**
- * The outcome of interpolating one string: the value, and how to show it
- * without secrets (references to files and to variables named like secrets
- * stay as written).
+ * The outcome of interpolating one string: the value, how to show it without
+ * secrets (references to files and to variables named like secrets stay as
+ * written), and the secrets it holds, so that messages can be checked for them.
  */
 export type Interpolated = {
   value: string;
   shown: string;
+  secrets: readonly Secret[];
   error?: undefined;
 } | {
   value?: undefined;
   shown?: undefined;
+  secrets?: undefined;
   error: string;
 };
 
-/** Variable names whose values are never shown. */
-const SECRET_NAME = /TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH|PRIVATE/i;
+/** A resolved secret reference: what it resolved to and how it was written. */
+export interface Secret {
+  /** The resolved value; never shown. */
+  readonly value: string;
+  /** The reference as written, e.g. `${API_TOKEN}`: what is shown instead. */
+  readonly reference: string;
+}
+
+/**
+ * Variable names whose values are never shown: tokens, keys, passwords
+ * (`DB_PASS`, `MYSQL_PWD`), credentials, sessions, cookies, signatures and
+ * certificates. Masking too much costs a less helpful message; too little
+ * leaks a secret into logs.
+ */
+const SECRET_NAME =
+  /TOKEN|SECRET|PASSW(?:OR)?D|PASSPHRASE|(?:^|_)PASS(?:_|$)|PWD|KEY|CRED|AUTH|PRIVATE|SESSION|COOKIE|SIGNATURE|CERT/i;
+
+/**
+ * Whether the value of the variable `name` is a secret that is never shown.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isSecretName } from "./interpolate.ts";
+ * assert.equal(isSecretName("DB_PASS"), true);
+ * assert.equal(isSecretName("SESSION_COOKIE"), true);
+ * assert.equal(isSecretName("USERS_PORT"), false);
+ * ```
+ */
+export function isSecretName(name: string): boolean {
+  return SECRET_NAME.test(name);
+}
 
 /**
  * Replaces every reference in `text`. Returns the first problem as `error`.
  *
  * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
  * import { interpolate } from "./interpolate.ts";
- * const source = { env: (n: string) => n === "PORT" ? "8080" : undefined, readFile: () => "" };
- * interpolate("http://users:${PORT}", source); // { value: "http://users:8080", shown: "http://users:8080" }
+ * const env: Record<string, string> = { PORT: "8080", API_TOKEN: "hunter2" };
+ * const source = { env: (name: string) => env[name], readFile: () => "" };
+ * assert.deepEqual(interpolate("http://users:${PORT}", source), {
+ *   value: "http://users:8080",
+ *   shown: "http://users:8080",
+ *   secrets: [],
+ * });
+ * // A variable named like a secret is resolved but shown as written.
+ * assert.deepEqual(interpolate("Bearer ${API_TOKEN}", source), {
+ *   value: "Bearer hunter2",
+ *   shown: "Bearer ${API_TOKEN}",
+ *   secrets: [{ value: "hunter2", reference: "${API_TOKEN}" }],
+ * });
+ * assert.match(interpolate("${MISSING}", source).error ?? "", /is not set/);
  * ```
  */
 export function interpolate(
@@ -57,13 +115,14 @@ export function interpolate(
   let error: string | undefined;
   let value = "";
   let shown = "";
+  const secrets: Secret[] = [];
   let last = 0;
   for (const match of text.matchAll(REFERENCE)) {
     const literal = text.slice(last, match.index);
     last = match.index + match[0].length;
     if (match[0] === "$${") {
       value += literal + "${";
-      shown += literal + "$${";
+      shown += literal + "${";
       continue;
     }
     const inner = match[1]!;
@@ -73,15 +132,20 @@ export function interpolate(
       continue;
     }
     value += literal + resolved.value;
-    shown += literal +
-      (isSecret(inner) ? match[0] : resolved.value);
+    if (isSecret(inner)) {
+      shown += literal + match[0];
+      secrets.push({ value: resolved.value, reference: match[0] });
+    } else {
+      shown += literal + resolved.value;
+    }
   }
   if (error !== undefined) return { error };
-  return { value: value + text.slice(last), shown: shown + text.slice(last) };
+  const rest = text.slice(last);
+  return { value: value + rest, shown: shown + rest, secrets };
 }
 
 function isSecret(inner: string): boolean {
-  return inner.startsWith("file:") || SECRET_NAME.test(inner.split(":-")[0]!);
+  return inner.startsWith("file:") || isSecretName(inner.split(":-")[0]!);
 }
 
 function resolveReference(
@@ -93,9 +157,10 @@ function resolveReference(
     try {
       return { value: source.readFile(path).replace(/\r?\n$/, "") };
     } catch (cause) {
-      const reason = cause instanceof Deno.errors.NotFound
+      const code = errorCode(cause);
+      const reason = cause instanceof Deno.errors.NotFound || code === "ENOENT"
         ? "no such file"
-        : cause instanceof Deno.errors.PermissionDenied
+        : cause instanceof Deno.errors.PermissionDenied || code === "EACCES"
         ? "permission denied"
         : String((cause as Error).message ?? cause);
       return { error: `cannot read "\${file:${path}}": ${reason}` };

@@ -10,7 +10,7 @@ import {
   type ListenAddress,
 } from "./address.ts";
 import { ConfigError, type SourcePosition } from "./errors.ts";
-import type { ServiceConfig } from "./service.ts";
+import { type ServiceConfig, shownValue } from "./service.ts";
 
 /** One listener and the services it carries. */
 export interface ListenerPlan {
@@ -34,9 +34,21 @@ export interface Plan {
  * Plans listeners for `services`, or returns every conflict.
  *
  * @example Usage
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { planListeners } from "./plan.ts";
- * const { plan, errors } = planListeners(services);
+ * import { validateRouteFile } from "./validate.ts";
+ * import { processReferences } from "./interpolate.ts";
+ * const service = (file: string, text: string) =>
+ *   validateRouteFile({ file, text }, processReferences).service!;
+ * const { plan, errors } = planListeners([
+ *   service("users.yaml", "listen: 127.0.0.1:15001\nupstreams: [http://users]\nmatch: { path_prefix: /users }\n"),
+ *   service("orders.yaml", "listen: 127.0.0.1:15001\nupstreams: [http://orders]\nmatch: { path_prefix: /orders }\n"),
+ *   service("redis.yaml", "listen: 127.0.0.1:15001\nupstreams: [tcp://redis:6379]\n"),
+ * ]);
+ * // Two HTTP services share one listener; the TCP service cannot join them.
+ * assert.deepEqual(plan.listeners.map((l) => [l.key, l.services.length]), [["127.0.0.1:15001", 2]]);
+ * assert.match(errors[0]!.message, /^redis\.yaml:1:9: listen: "127\.0\.0\.1:15001" is already the HTTP listener of "users"/);
  * ```
  */
 export function planListeners(
@@ -51,7 +63,7 @@ export function planListeners(
       errors.push(conflict(
         service.positions.name,
         service.file === twin.file ? "name" : "",
-        `service name "${service.name}" is already used by ${twin.file}`,
+        `service name "${nameOf(service)}" is already used by ${twin.file}`,
       ));
       continue;
     }
@@ -66,7 +78,7 @@ export function planListeners(
         conflict(
           sameMatch ? service.positions.match : service.positions.listen,
           sameMatch ? "match" : "listen",
-          shareProblem(clash, service, key),
+          shareProblem(clash, service),
         ),
       );
       continue;
@@ -78,7 +90,7 @@ export function planListeners(
       errors.push(conflict(
         service.positions.listen,
         "listen",
-        `"${key}" overlaps "${overlap[0]}" of ${
+        `"${listenOf(service)}" overlaps "${listenOf(overlap[1][0]!)}" of ${
           overlap[1][0]!.file
         }: one of them listens on every interface of the same port (use the same address, or another port)`,
       ));
@@ -104,16 +116,34 @@ function canShare(a: ServiceConfig, b: ServiceConfig): boolean {
 function shareProblem(
   existing: ServiceConfig,
   service: ServiceConfig,
-  key: string,
 ): string {
+  const key = listenOf(service);
+  const name = nameOf(existing);
   if (existing.protocol === "tcp" && service.protocol === "tcp") {
-    return `"${key}" is already the listener of TCP service "${existing.name}" in ${existing.file} (a TCP listener carries one service: use another port)`;
+    return `"${key}" is already the listener of TCP service "${name}" in ${existing.file} (a TCP listener carries one service: use another port)`;
   }
   if (existing.protocol !== service.protocol) {
-    return `"${key}" is already the ${existing.protocol.toUpperCase()} listener of "${existing.name}" in ${existing.file} (HTTP and TCP services cannot share a listener: use another port)`;
+    return `"${key}" is already the ${existing.protocol.toUpperCase()} listener of "${name}" in ${existing.file} (HTTP and TCP services cannot share a listener: use another port)`;
   }
-  const host = service.match.host ?? "any host";
-  return `${host} with path prefix ${service.match.pathPrefix} on "${key}" is already routed to "${existing.name}" in ${existing.file} (give one of them another match.host or match.path_prefix)`;
+  const host = service.match.host === undefined
+    ? "any host"
+    : shownValue(service, "match.host", service.match.host);
+  const prefix = shownValue(
+    service,
+    "match.path_prefix",
+    service.match.pathPrefix,
+  );
+  return `${host} with path prefix ${prefix} on "${key}" is already routed to "${name}" in ${existing.file} (give one of them another match.host or match.path_prefix)`;
+}
+
+// Messages show values as written: a secret reference in a route file must
+// not come out resolved in an error.
+function nameOf(service: ServiceConfig): string {
+  return shownValue(service, "name", service.name);
+}
+
+function listenOf(service: ServiceConfig): string {
+  return shownValue(service, "listen", formatListenAddress(service.listen));
 }
 
 function conflict(

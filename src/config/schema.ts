@@ -12,7 +12,26 @@ import { DURATION_PATTERN } from "./duration.ts";
 const UPSTREAM_URL =
   /^(?:https?:\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?\/?|(?:tcp|tls):\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|unix:\/\S+)$/;
 
-const upstreamUrl = z.string().regex(UPSTREAM_URL, {
+/** `scheme://user:password@host`: user info before the host. */
+const USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*@/;
+
+/**
+ * What a service name may be, whether written as `name:` or taken from the
+ * file name.
+ */
+export const SERVICE_NAME: RegExp = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+/** What {@linkcode SERVICE_NAME} allows, in words. */
+export const SERVICE_NAME_RULE =
+  "use letters, digits, '.', '_' and '-', starting with a letter or digit";
+
+const upstreamUrl = z.string().refine((url) => !USERINFO.test(url), {
+  // The value may hold a password: the message must not echo it, and the
+  // URL check after this one must not run (its message would).
+  error:
+    "user info (user:password@) in an upstream URL is not supported: credentials belong in request headers, a later feature (write the URL as scheme://host:port)",
+  abort: true,
+}).regex(UPSTREAM_URL, {
   error:
     "is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, or unix:/path)",
 }).describe(
@@ -25,9 +44,8 @@ const duration = z.string().regex(DURATION_PATTERN, {
 
 /** The schema of one route file. */
 export const routeFileSchema = z.strictObject({
-  name: z.string().regex(/^[a-z0-9][a-z0-9_.-]*$/i, {
-    error:
-      "is not a service name (use letters, digits, '.', '_' and '-', starting with a letter or digit)",
+  name: z.string().regex(SERVICE_NAME, {
+    error: `is not a service name (${SERVICE_NAME_RULE})`,
   }).optional().describe(
     "Service name; defaults to the file name without its extension",
   ),
@@ -98,28 +116,71 @@ export function routeFileJsonSchema(): Record<string, unknown> {
 /**
  * The keys an object at `path` of a route file may have, for "did you mean"
  * hints; empty when `path` does not lead to an object.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { knownKeysAt } from "./schema.ts";
+ * assert.deepEqual(knownKeysAt(["upstreams", 0]), ["url", "weight"]);
+ * assert.deepEqual(knownKeysAt(["listen"]), []);
+ * ```
  */
 export function knownKeysAt(path: readonly PropertyKey[]): string[] {
+  const schema = objectOf(schemaAt(path));
+  return schema ? Object.keys(schema.shape) : [];
+}
+
+/**
+ * The smallest and largest number allowed at `path` and whether it must be an
+ * integer, for messages that say what would be valid; undefined when `path`
+ * does not lead to a bounded number.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { numberRangeAt } from "./schema.ts";
+ * assert.deepEqual(numberRangeAt(["upstreams", 0, "weight"]), { min: 1, max: 1000, integer: true });
+ * assert.equal(numberRangeAt(["listen"]), undefined);
+ * ```
+ */
+export function numberRangeAt(
+  path: readonly PropertyKey[],
+): { min: number; max: number; integer: boolean } | undefined {
+  const schema = schemaAt(path);
+  if (!(schema instanceof z.ZodNumber)) return undefined;
+  const { minValue: min, maxValue: max } = schema;
+  return min !== null && max !== null && Number.isFinite(min) &&
+      Number.isFinite(max)
+    ? { min, max, integer: schema.isInt }
+    : undefined;
+}
+
+/** The schema of the value at `path`; for an upstream, its mapping form. */
+function schemaAt(path: readonly PropertyKey[]): z.ZodType | undefined {
   let schema: z.ZodType = routeFileSchema;
-  for (const segment of [...path, null]) {
+  for (const segment of path) {
     schema = unwrap(schema);
     if (schema instanceof z.ZodArray) {
-      if (typeof segment !== "number") return [];
+      if (typeof segment !== "number") return undefined;
       schema = schema.element as z.ZodType;
       continue;
     }
-    if (schema instanceof z.ZodUnion) {
-      const object = schema.options.find((o) => o instanceof z.ZodObject);
-      if (!object) return [];
-      schema = object as z.ZodType;
-    }
-    if (!(schema instanceof z.ZodObject)) return [];
-    if (segment === null) return Object.keys(schema.shape);
-    const next = schema.shape[String(segment)];
-    if (!next) return [];
+    const object = objectOf(schema);
+    const next = object?.shape[String(segment)];
+    if (!next) return undefined;
     schema = next as z.ZodType;
   }
-  return [];
+  return unwrap(schema);
+}
+
+/** `schema` when it is an object, or the object option of a union. */
+function objectOf(schema: z.ZodType | undefined): z.ZodObject | undefined {
+  if (schema instanceof z.ZodUnion) {
+    schema = schema.options.find((o) => o instanceof z.ZodObject) as
+      | z.ZodType
+      | undefined;
+  }
+  return schema instanceof z.ZodObject ? schema : undefined;
 }
 
 function unwrap(schema: z.ZodType): z.ZodType {

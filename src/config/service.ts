@@ -76,3 +76,24 @@ export const DEFAULT_TIMEOUTS = {
   request: 60_000,
   idle: { http: 60_000, tcp: 3_600_000 },
 } as const;
+
+/**
+ * The value at `keyPath` of a service as messages and logs may show it: as
+ * written when it holds a secret reference, else `value`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { shownValue } from "./service.ts";
+ * const service = { shown: { listen: "127.0.0.1:${file:/run/port}" } };
+ * assert.equal(shownValue(service, "listen", "127.0.0.1:15001"), "127.0.0.1:${file:/run/port}");
+ * assert.equal(shownValue(service, "name", "users"), "users");
+ * ```
+ */
+export function shownValue(
+  service: Pick<ServiceConfig, "shown">,
+  keyPath: string,
+  value: string,
+): string {
+  return service.shown[keyPath] ?? value;
+}

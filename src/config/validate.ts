@@ -11,9 +11,20 @@ import type { z } from "zod";
 import { parseListenAddress } from "./address.ts";
 import { parseDuration } from "./duration.ts";
 import { ConfigError, formatKeyPath, type SourcePosition } from "./errors.ts";
-import { interpolate, type ReferenceSource } from "./interpolate.ts";
+import {
+  interpolate,
+  type ReferenceSource,
+  type Secret,
+} from "./interpolate.ts";
 import type { RouteSource } from "./load.ts";
-import { knownKeysAt, type RouteFile, routeFileSchema } from "./schema.ts";
+import {
+  knownKeysAt,
+  numberRangeAt,
+  type RouteFile,
+  routeFileSchema,
+  SERVICE_NAME,
+  SERVICE_NAME_RULE,
+} from "./schema.ts";
 import {
   DEFAULT_TIMEOUTS,
   type ServiceConfig,
@@ -29,20 +40,45 @@ export type FileResult = { service: ServiceConfig; errors?: undefined } | {
 /**
  * Parses, interpolates and validates one route file.
  *
+ * Error messages never hold the resolved value of a secret reference (a
+ * `${file:...}`, or a variable named like a secret): they show it as written.
+ *
  * @example Usage
  * ```ts
+ * import assert from "node:assert/strict";
  * import { validateRouteFile } from "./validate.ts";
  * import { processReferences } from "./interpolate.ts";
  * const result = validateRouteFile(
  *   { file: "routes/users.yaml", text: "listen: 127.0.0.1:15001\nupstreams: [http://127.0.0.1:8080]\n" },
  *   processReferences,
  * );
- * result.service?.protocol; // "http"
+ * assert.equal(result.service?.name, "users");
+ * assert.equal(result.service?.protocol, "http");
+ *
+ * const bad = validateRouteFile(
+ *   { file: "routes/users.yaml", text: "listen: 127.0.0.1:15001\nupstreams: [{ url: http://a, weight: '3' }]\n" },
+ *   processReferences,
+ * );
+ * assert.deepEqual(bad.errors?.map((e) => e.message), [
+ *   'routes/users.yaml:2:38: upstreams[0].weight: expected an integer from 1 to 1000, got "3"',
+ * ]);
  * ```
  */
 export function validateRouteFile(
   source: RouteSource,
   references: ReferenceSource,
+): FileResult {
+  const secrets: Secret[] = [];
+  const result = validateDocument(source, references, secrets);
+  return result.errors && secrets.length > 0
+    ? { errors: result.errors.map((error) => redact(error, secrets)) }
+    : result;
+}
+
+function validateDocument(
+  source: RouteSource,
+  references: ReferenceSource,
+  secrets: Secret[],
 ): FileResult {
   const lines = new LineCounter();
   const at = (offset: number): SourcePosition => {
@@ -100,15 +136,19 @@ export function validateRouteFile(
     references,
     at,
     errors,
+    secrets,
   );
   const data: unknown = document.toJS();
   const parsed = routeFileSchema.safeParse(data);
   if (!parsed.success) {
+    const context = { document, data, shown, at };
     for (const issue of parsed.error.issues) {
-      // A value whose reference failed is already reported; its text is not the user's.
-      if (!unresolved.has(formatKeyPath(issue.path))) {
-        errors.push(...issueErrors(issue, document, data, at));
-      }
+      errors.push(
+        ...issueErrors(issue, context).filter((error) =>
+          // A value whose reference failed is already reported; its text is not the user's.
+          !unresolved.has(error.keyPath)
+        ),
+      );
     }
   }
   if (!parsed.success || errors.length > 0) return { errors };
@@ -143,6 +183,7 @@ function interpolateStrings(
   references: ReferenceSource,
   at: (offset: number) => SourcePosition,
   errors: ConfigError[],
+  secrets: Secret[],
 ): { unresolved: Set<string>; shown: Record<string, string> } {
   const unresolved = new Set<string>();
   const shown: Record<string, string> = {};
@@ -165,6 +206,7 @@ function interpolateStrings(
         if (result.shown !== result.value) {
           shown[keyPathOf(path, node)] = result.shown;
         }
+        secrets.push(...result.secrets);
         node.value = result.value;
       }
     },
@@ -217,12 +259,21 @@ function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
   return value;
 }
 
+/** What issue messages are made from. */
+interface IssueContext {
+  readonly document: Document;
+  /** The file's data after interpolation. */
+  readonly data: unknown;
+  /** Strings as written, by key path, where they hold secret references. */
+  readonly shown: Readonly<Record<string, string>>;
+  readonly at: (offset: number) => SourcePosition;
+}
+
 function issueErrors(
   issue: z.core.$ZodIssue,
-  document: Document,
-  data: unknown,
-  at: (offset: number) => SourcePosition,
+  context: IssueContext,
 ): ConfigError[] {
+  const { document, data, shown, at } = context;
   const path = issue.path;
   if (issue.code === "unrecognized_keys") {
     const known = knownKeysAt(path);
@@ -239,6 +290,17 @@ function issueErrors(
       );
     });
   }
+  if (issue.code === "invalid_union") {
+    const inner = unionBranchIssues(issue);
+    if (inner) {
+      return inner.flatMap((branchIssue) =>
+        issueErrors(
+          { ...branchIssue, path: [...path, ...branchIssue.path] },
+          context,
+        )
+      );
+    }
+  }
   const value = valueAt(data, path);
   const keyPath = formatKeyPath(path);
   const position = at(offsetOf(document, path));
@@ -252,15 +314,35 @@ function issueErrors(
       ),
     ];
   }
-  return [new ConfigError(position, keyPath, issueDetail(issue, value))];
+  const written = typeof value === "string" ? shown[keyPath] ?? value : value;
+  return [new ConfigError(position, keyPath, issueDetail(issue, written))];
+}
+
+/**
+ * The issues of the one union option whose type fits the value (a string
+ * URL, or a `{ url, weight }` mapping), so that a mapping's own problems are
+ * reported rather than "not an upstream"; undefined when no option fits.
+ */
+function unionBranchIssues(
+  issue: z.core.$ZodIssueInvalidUnion,
+): z.core.$ZodIssue[] | undefined {
+  const fitting = issue.errors.filter((issues) =>
+    !issues.some((i) => i.code === "invalid_type" && i.path.length === 0)
+  );
+  return fitting.length === 1 && fitting[0]!.length > 0
+    ? fitting[0]
+    : undefined;
 }
 
 function issueDetail(issue: z.core.$ZodIssue, value: unknown): string {
+  const range = numberRangeAt(issue.path);
   switch (issue.code) {
     case "invalid_type":
-      return `expected ${
-        article(issue.expected === "int" ? "integer" : issue.expected)
-      }, got ${describe(value)}`;
+      return range
+        ? expectedNumber(range, value)
+        : `expected ${
+          article(issue.expected === "int" ? "integer" : issue.expected)
+        }, got ${describe(value)}`;
     case "invalid_value":
       return `${describe(value)} is not one of ${
         issue.values.map(String).join(", ")
@@ -270,14 +352,30 @@ function issueDetail(issue: z.core.$ZodIssue, value: unknown): string {
         describe(value)
       } is not an upstream (use a URL string, or a mapping with url: and weight:)`;
     case "too_small":
-      return issue.origin === "array"
-        ? issue.message
+      if (issue.origin === "array") return issue.message;
+      return range
+        ? expectedNumber(range, value)
         : `${describe(value)} is below the minimum ${issue.minimum}`;
     case "too_big":
-      return `${describe(value)} is above the maximum ${issue.maximum}`;
+      return range
+        ? expectedNumber(range, value)
+        : `${describe(value)} is above the maximum ${issue.maximum}`;
+    case "custom":
+      // Written for this check, and must not echo the value (it may hold a password).
+      return issue.message;
     default:
       return `${describe(value)} ${issue.message}`;
   }
+}
+
+function expectedNumber(
+  range: { min: number; max: number; integer: boolean },
+  value: unknown,
+): string {
+  const kind = range.integer ? "an integer" : "a number";
+  return `expected ${kind} from ${range.min} to ${range.max}, got ${
+    describe(value)
+  }`;
 }
 
 function article(word: string): string {
@@ -332,7 +430,7 @@ function buildService(
 
   let listen: ServiceConfig["listen"] | undefined;
   try {
-    listen = parseListenAddress(route.listen);
+    listen = parseListenAddress(route.listen, shown.listen);
   } catch (error) {
     errors.push(
       new ConfigError(position("listen"), "listen", (error as Error).message),
@@ -344,13 +442,22 @@ function buildService(
     const path = typeof entry === "string"
       ? ["upstreams", index]
       : ["upstreams", index, "url"];
-    return {
-      path,
-      upstream: parseUpstream(
-        url,
-        typeof entry === "string" ? 1 : entry.weight ?? 1,
-      ),
-    };
+    const upstream = parseUpstream(
+      url,
+      typeof entry === "string" ? 1 : entry.weight ?? 1,
+    );
+    const written = shown[formatKeyPath(path)] ?? url;
+    const { address } = upstream.config;
+    if (address.transport === "tcp" && !validPort(address.port)) {
+      errors.push(
+        new ConfigError(
+          position(...path),
+          formatKeyPath(path),
+          `"${written}": the port must be 1 to 65535`,
+        ),
+      );
+    }
+    return { path, written, upstream };
   });
   const kinds = new Set(upstreams.map(({ upstream }) => upstream.protocol));
   const protocol = route.protocol ??
@@ -364,13 +471,13 @@ function buildService(
       ),
     );
   } else {
-    for (const { path, upstream } of upstreams) {
+    for (const { path, written, upstream } of upstreams) {
       if (upstream.protocol !== protocol) {
         errors.push(
           new ConfigError(
             position(...path),
             formatKeyPath(path),
-            `"${upstream.config.url}" is not ${
+            `"${written}" is not ${
               protocol === "http" ? "an HTTP" : "a TCP"
             } upstream (use ${
               protocol === "http"
@@ -413,11 +520,21 @@ function buildService(
       ),
     );
   }
+  const base = file.replace(/^.*[\\/]/, "");
+  const stem = base.replace(/\.ya?ml$/, "");
+  if (route.name === undefined && !SERVICE_NAME.test(stem)) {
+    errors.push(
+      new ConfigError(
+        { file, line: 1, column: 1 },
+        "",
+        `file name "${base}" is not a valid service name (${SERVICE_NAME_RULE}): rename the file, or set name:`,
+      ),
+    );
+  }
   if (errors.length > 0 || listen === undefined || protocol === undefined) {
     return { errors };
   }
 
-  const stem = file.replace(/^.*[\\/]/, "").replace(/\.ya?ml$/, "");
   const pathPrefix = route.match?.path_prefix ?? "/";
   const timeouts = route.timeouts ?? {};
   const service: ServiceConfig = {
@@ -449,6 +566,30 @@ function buildService(
     },
   };
   return { service };
+}
+
+function validPort(port: number): boolean {
+  return port >= 1 && port <= 65535;
+}
+
+/** Shorter secret values are not worth garbling a message over. */
+const MIN_REDACTED_LENGTH = 4;
+
+/**
+ * `error` with every secret value in its detail replaced by the reference as
+ * written. The messages above show values as written already; this catches a
+ * message that does not, now or after a later change.
+ */
+function redact(error: ConfigError, secrets: readonly Secret[]): ConfigError {
+  let detail = error.detail;
+  for (const { value, reference } of secrets) {
+    if (value.length < MIN_REDACTED_LENGTH) continue;
+    const quoted = JSON.stringify(value).slice(1, -1);
+    detail = detail.replaceAll(value, reference).replaceAll(quoted, reference);
+  }
+  return detail === error.detail
+    ? error
+    : new ConfigError(error.position, error.keyPath, detail);
 }
 
 function parseTimeout(text: string | undefined, fallback: number): number {

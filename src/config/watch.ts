@@ -1,178 +1,177 @@
 /**
- * Notices changes to the route files: watches the routes directory itself
- * (not each file, so files created, removed, renamed over by editors, and the
- * atomic `..data` swap of a Kubernetes ConfigMap are all seen) plus the
- * targets of symlinked route files that live elsewhere. Bursts of events are
- * debounced into one call. A directory that was removed or replaced is
- * polled from then on.
+ * Notices changes to the route files by polling: every 250 ms it compares a
+ * signature of the routes directory made from `stat`, `lstat` and `readDir`
+ * alone. It never opens a file: `Deno.watchFs` opens every path it reports
+ * an event for, and a FIFO in the directory blocks it for ever (reloads stop,
+ * and the process cannot exit).
+ *
+ * The signature covers what loading reads: the directory's identity and, for
+ * each route file, its name and, through symlinks, the identity, size and
+ * times of what it points to. So in-place edits, editors' write-then-rename,
+ * added and removed files, symlink targets outside the directory, the atomic
+ * `..data` swap of a Kubernetes ConfigMap, and the directory itself removed
+ * and created again are all seen.
  *
  * It only says "something changed"; loading and comparing is the caller's job.
  * @module
  */
-import { isAbsolute, join, relative } from "node:path";
+import { join } from "node:path";
+import { isRouteFileName } from "./load.ts";
 
 /** A running watch; `close()` stops it. */
 export interface RoutesWatch {
-  /** Watches the current targets of symlinked route files too. */
-  refreshTargets(): Promise<void>;
-  /** Stops watching. */
-  close(): void;
+  /**
+   * Stops polling; resolves once a poll in progress has finished, so nothing
+   * of the watch runs afterwards.
+   */
+  close(): Promise<void>;
 }
 
-/** How often the directory is compared when it cannot be watched. */
-const POLL_MS = 1_000;
+/** Options of {@linkcode watchRoutes}. */
+export interface WatchRoutesOptions {
+  /**
+   * Milliseconds between two looks at the directory. A change is reported
+   * after it has stayed the same for one more look, so after one to two
+   * intervals.
+   *
+   * @default {250}
+   */
+  readonly intervalMs?: number;
+  /**
+   * Called with what happened when the routes directory is removed, replaced
+   * by another directory, made unreadable, or comes back; `onChange` follows.
+   */
+  readonly onDirectoryChange?: (event: string) => void;
+}
 
 /**
- * Calls `onChange` once per burst of file system events under `dir`, after
- * `debounceMs` of quiet. When the directory cannot be watched any more (it
- * was removed or replaced: Deno cannot watch a path again once its directory
- * went away), it is polled every second instead, and `onPolling` says why.
+ * Polls `dir` and calls `onChange` once for each change to its route files,
+ * when the change has stayed the same for one more poll (so a file written in
+ * several writes is not loaded half-written). Keeps polling through the
+ * directory being removed and created again.
  *
  * @example Usage
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
  * import { watchRoutes } from "./watch.ts";
- * const watch = await watchRoutes("routes", () => console.log("changed"));
- * watch.close();
+ * const dir = await Deno.makeTempDir();
+ * let changes = 0;
+ * const changed = Promise.withResolvers<void>();
+ * const watch = await watchRoutes(dir, () => {
+ *   changes++;
+ *   changed.resolve();
+ * }, { intervalMs: 20 });
+ * await Deno.writeTextFile(join(dir, "users.yaml"), "listen: :15001\n");
+ * await changed.promise;
+ * await watch.close();
+ * assert.equal(changes, 1);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function watchRoutes(
   dir: string,
   onChange: () => void,
-  onPolling: (reason: string) => void = () => {},
-  debounceMs = 200,
+  options: WatchRoutesOptions = {},
 ): Promise<RoutesWatch> {
+  const { intervalMs = 250, onDirectoryChange = () => {} } = options;
+  let reported = await signature(dir);
+  let seen = reported;
   let closed = false;
-  // Watchers closed on purpose; any other end of a watcher is reported.
-  const retired = new WeakSet<Deno.FsWatcher>();
-  const retire = (watcher: Deno.FsWatcher | undefined) => {
-    if (!watcher) return;
-    retired.add(watcher);
-    try {
-      watcher.close();
-    } catch {
-      // It had ended already.
-    }
-  };
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const changed = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
+  let polling: Promise<void> = Promise.resolve();
+
+  const poll = async () => {
+    const now = await signature(dir);
+    if (closed) return;
+    if (now.key !== reported.key && now.key === seen.key) {
+      const before = reported;
+      reported = now;
+      if (now.directory !== before.directory) {
+        onDirectoryChange(directoryEvent(before.directory, now.directory));
+      }
       onChange();
-      checkDirectory();
-    }, debounceMs);
-  };
-  const consume = async (
-    watcher: Deno.FsWatcher,
-    onEnd: (error: Error) => void,
-  ) => {
-    let failure: Error = new Error("the file system watch ended");
-    try {
-      for await (const event of watcher) {
-        if (event.kind !== "access") changed();
-      }
-    } catch (error) {
-      failure = error as Error;
     }
-    if (!retired.has(watcher)) onEnd(failure);
+    seen = now;
   };
+  const schedule = () => {
+    timer = setTimeout(() => {
+      polling = poll().catch(() => {}).finally(() => {
+        if (!closed) schedule();
+      });
+    }, intervalMs);
+  };
+  schedule();
 
-  let polling = false;
-  const poll = async (reason: string) => {
-    if (polling || closed) return;
-    polling = true;
-    retire(directory);
-    onPolling(reason);
-    let last = await signature(dir);
-    while (!closed) {
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-      const now = await signature(dir);
-      if (now !== last) {
-        last = now;
-        onChange();
-      }
-    }
-  };
-  const inode = (await Deno.stat(dir)).ino;
-  const directory = Deno.watchFs(dir, { recursive: false });
-  consume(directory, (error) => poll(error.message));
-  const checkDirectory = async () => {
-    const now = await Deno.stat(dir).then((info) => info.ino, () => undefined);
-    if (now !== inode) {
-      poll(
-        now === undefined
-          ? "the routes directory was removed"
-          : "the routes directory was replaced",
-      );
-    }
-  };
-
-  let targets: Deno.FsWatcher | undefined;
-  let watchedTargets = "";
-  const watch: RoutesWatch = {
-    async refreshTargets() {
-      const paths = await outsideTargets(dir).catch(() => []);
-      const key = paths.join("\n");
-      if (key === watchedTargets) return;
-      watchedTargets = key;
-      retire(targets);
-      targets = undefined;
-      if (paths.length === 0) return;
-      try {
-        targets = Deno.watchFs(paths, { recursive: false });
-        // A target replaced by rename ends its watch: reload, which watches anew.
-        consume(targets, () => {
-          watchedTargets = "";
-          changed();
-        });
-      } catch {
-        // A target vanished between listing and watching; the directory watch
-        // still sees the link change, and the next reload refreshes this list.
-      }
-    },
-    close() {
+  return {
+    async close() {
       closed = true;
       clearTimeout(timer);
-      retire(directory);
-      retire(targets);
+      await polling;
     },
   };
-  await watch.refreshTargets();
-  return watch;
 }
 
-/**
- * What polling compares: the directory's identity and, for each entry, its
- * name, modification time and size (through symlinks); "missing" when the
- * directory is gone.
- */
-async function signature(dir: string): Promise<string> {
+/** What a poll compares; `directory` says what the directory itself is. */
+interface Signature {
+  /** `present:<dev>:<ino>`, `missing`, `not a directory` or `unreadable`. */
+  readonly directory: string;
+  /** The whole signature; equal keys mean nothing loading reads has changed. */
+  readonly key: string;
+}
+
+/** The signature of `dir`, from stat, lstat and readDir: nothing is opened. */
+async function signature(dir: string): Promise<Signature> {
+  let info: Deno.FileInfo;
   try {
-    const parts = [String((await Deno.stat(dir)).ino)];
-    for await (const entry of Deno.readDir(dir)) {
-      const info = await Deno.stat(join(dir, entry.name)).catch(() => null);
-      parts.push(`${entry.name}:${info?.mtime?.getTime()}:${info?.size}`);
-    }
-    return parts.sort().join("\n");
-  } catch {
-    return "missing";
+    info = await Deno.stat(dir);
+  } catch (error) {
+    const directory = error instanceof Deno.errors.NotFound ||
+        error instanceof Deno.errors.NotADirectory
+      ? "missing"
+      : "unreadable";
+    return { directory, key: directory };
   }
+  if (!info.isDirectory) {
+    return { directory: "not a directory", key: "not a directory" };
+  }
+  const directory = `present:${info.dev}:${info.ino}`;
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (isRouteFileName(entry.name)) names.push(entry.name);
+    }
+  } catch {
+    // Removed or made unreadable between the stat and the listing.
+    return { directory: "unreadable", key: "unreadable" };
+  }
+  names.sort();
+  const entries = await Promise.all(names.map(async (name) => {
+    const path = join(dir, name);
+    // stat follows symlinks to what loading reads; a dangling link is
+    // described by the link itself, so pointing it elsewhere is seen.
+    const target = await Deno.stat(path).catch(() => null);
+    const file = target ?? await Deno.lstat(path).catch(() => null);
+    return [
+      name,
+      target ? "" : "link",
+      file?.dev,
+      file?.ino,
+      file?.size,
+      file?.mtime?.getTime(),
+      file?.ctime?.getTime(),
+    ];
+  }));
+  return { directory, key: JSON.stringify([directory, entries]) };
 }
 
-/** Real paths of symlinked route files whose targets are outside `dir`. */
-async function outsideTargets(dir: string): Promise<string[]> {
-  const paths: string[] = [];
-  const realDir = await Deno.realPath(dir);
-  for await (const entry of Deno.readDir(dir)) {
-    if (!entry.isSymlink || entry.name.startsWith(".")) continue;
-    try {
-      const target = await Deno.realPath(join(dir, entry.name));
-      const inside = relative(realDir, target);
-      if (inside === ".." || inside.startsWith("../") || isAbsolute(inside)) {
-        paths.push(target);
-      }
-    } catch {
-      // Dangling link: nothing to watch until it points somewhere.
-    }
+function directoryEvent(before: string, now: string): string {
+  if (now === "missing") return "the routes directory was removed";
+  if (now === "not a directory") {
+    return "the routes directory was replaced by something that is not a directory";
   }
-  return paths.sort();
+  if (now === "unreadable") return "the routes directory cannot be read";
+  return before.startsWith("present:")
+    ? "the routes directory was replaced"
+    : "the routes directory is back";
 }

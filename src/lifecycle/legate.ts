@@ -17,7 +17,7 @@ import { type ConfigError, RoutesDirectoryError } from "../config/errors.ts";
 import { formatDuration } from "../config/duration.ts";
 import type { ReferenceSource } from "../config/interpolate.ts";
 import type { ListenerPlan } from "../config/plan.ts";
-import type { ServiceConfig } from "../config/service.ts";
+import { type ServiceConfig, shownValue } from "../config/service.ts";
 import { type RoutesWatch, watchRoutes } from "../config/watch.ts";
 import type { Logger } from "../log.ts";
 import { HttpRouter } from "../router/router.ts";
@@ -281,10 +281,10 @@ export class Legate {
       legate.#watch = await watchRoutes(
         options.routesDir,
         () => legate.reload("file change"),
-        (reason) =>
-          log.warn(`${reason}: watching it by polling every second`, {
-            routes: options.routesDir,
-          }),
+        {
+          onDirectoryChange: (event) =>
+            log.warn(event, { routes: options.routesDir }),
+        },
       );
     }
     legate.#ready = true;
@@ -342,7 +342,7 @@ export class Legate {
    */
   async shutdown(deadlineMs: number = this.#drainTimeout): Promise<number> {
     this.#ready = false;
-    this.#watch?.close();
+    await this.#watch?.close();
     await this.#queue;
     const cuts = await Promise.all([
       ...[...this.#listeners.values()].map((l) => l.listener.drain(deadlineMs)),
@@ -370,7 +370,6 @@ export class Legate {
       return this.#rejected(trigger, "invalid", loaded.errors.map(reportError));
     }
     const next = loaded.config;
-    await this.#watch?.refreshTargets();
     if (fingerprint(next) === fingerprint(this.#config)) {
       this.#accepted(trigger);
       log.debug("routes unchanged", { trigger });
@@ -394,9 +393,9 @@ export class Legate {
       await Promise.all([...opened.values()].map((l) => l.listener.drain(0)));
       if (!(error instanceof ListenError)) throw error;
       const plan = added[opened.size]!;
-      return this.#rejected(trigger, "failed", [{
-        message: explainListenError(error, plan).message,
-      }]);
+      return this.#rejected(trigger, "failed", [
+        reportListenError(error, plan),
+      ]);
     }
 
     const updated: string[] = [];
@@ -430,7 +429,7 @@ export class Legate {
         this.#listeners.set(plan.key, await this.#open(plan));
       } catch (error) {
         if (!(error instanceof ListenError)) throw error;
-        failures.push({ message: explainListenError(error, plan).message });
+        failures.push(reportListenError(error, plan));
       }
     }
     this.#config = next;
@@ -566,14 +565,19 @@ export class Legate {
           listener: formatAddr(listener.addr),
           protocol: plan.protocol,
           services: plan.services.map((s) => ({
-            name: s.name,
+            name: shownValue(s, "name", s.name),
             file: s.file,
             ...(s.protocol === "http"
-              ? { host: s.match.host ?? "*", path_prefix: s.match.pathPrefix }
+              ? {
+                host: shownHost(s),
+                path_prefix: shownValue(
+                  s,
+                  "match.path_prefix",
+                  s.match.pathPrefix,
+                ),
+              }
               : {}),
-            upstreams: s.upstreams.map((u, i) =>
-              shown(s, `upstreams[${i}]`, u.url)
-            ),
+            upstreams: s.upstreams.map((_, i) => shownUpstream(s, i)),
           })),
         });
       }
@@ -594,33 +598,48 @@ export class Legate {
       lines.push(`  ${plan.protocol.padEnd(4)} ${formatAddr(listener.addr)}`);
       for (const s of plan.services) {
         const match = s.protocol === "http"
-          ? ` host ${s.match.host ?? "*"} path ${s.match.pathPrefix}${
-            s.stripPrefix ? " (stripped)" : ""
-          }`
+          ? ` host ${shownHost(s)} path ${
+            shownValue(s, "match.path_prefix", s.match.pathPrefix)
+          }${s.stripPrefix ? " (stripped)" : ""}`
           : "";
-        const upstreams = s.upstreams.map((u, i) =>
-          shown(s, `upstreams[${i}]`, u.url)
+        const upstreams = s.upstreams.map((_, i) => shownUpstream(s, i));
+        lines.push(
+          `    ${shownValue(s, "name", s.name)}${match} -> ${
+            upstreams.join(", ")
+          }`,
         );
-        lines.push(`    ${s.name}${match} -> ${upstreams.join(", ")}`);
       }
     }
     log.text(lines);
   }
 }
 
-/** A value as it may be shown: secret references stay as written. */
-function shown(service: ServiceConfig, keyPath: string, value: string): string {
-  return service.shown[keyPath] ?? service.shown[`${keyPath}.url`] ?? value;
+/** An upstream URL as it may be shown: secret references stay as written. */
+function shownUpstream(service: ServiceConfig, index: number): string {
+  const key = `upstreams[${index}]`;
+  const url = service.upstreams[index]!.url;
+  return shownValue(service, key, shownValue(service, `${key}.url`, url));
+}
+
+/** `match.host` as it may be shown, `*` for any host. */
+function shownHost(service: ServiceConfig): string {
+  return service.match.host === undefined
+    ? "*"
+    : shownValue(service, "match.host", service.match.host);
 }
 
 function describeService(service: ServiceConfig): unknown {
   return {
-    name: shown(service, "name", service.name),
+    name: shownValue(service, "name", service.name),
     file: service.file,
     protocol: service.protocol,
-    listen: shown(service, "listen", formatListenAddress(service.listen)),
+    listen: shownValue(
+      service,
+      "listen",
+      formatListenAddress(service.listen),
+    ),
     upstreams: service.upstreams.map((u, i) => ({
-      url: shown(service, `upstreams[${i}]`, u.url),
+      url: shownUpstream(service, i),
       weight: u.weight,
     })),
     ...(service.protocol === "http"
@@ -628,8 +647,8 @@ function describeService(service: ServiceConfig): unknown {
         match: {
           host: service.match.host === undefined
             ? null
-            : shown(service, "match.host", service.match.host),
-          path_prefix: shown(
+            : shownValue(service, "match.host", service.match.host),
+          path_prefix: shownValue(
             service,
             "match.path_prefix",
             service.match.pathPrefix,
@@ -669,6 +688,21 @@ function fingerprintServices(services: readonly ServiceConfig[]): string {
   return JSON.stringify(
     services.map(({ positions: _, ...meaning }) => meaning),
   );
+}
+
+/** A listen failure as the admin API reports it: at the first owner's `listen:`. */
+function reportListenError(
+  error: ListenError,
+  plan: ListenerPlan,
+): ReportedError {
+  const { file, line, column } = plan.services[0]!.positions.listen;
+  return {
+    message: explainListenError(error, plan).message,
+    file,
+    line,
+    column,
+    key: "listen",
+  };
 }
 
 function explainListenError(
