@@ -7,21 +7,67 @@
  * embedded in a Deno program or tested in-process.
  *
  * @example Run legate on a routes directory
- * ```ts ignore
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { Legate, Logger } from "./mod.ts";
+ * // A service, and a routes directory with one file that routes to it.
+ * await using users = Deno.serve(
+ *   { hostname: "127.0.0.1", port: 0, onListen() {} },
+ *   () => new Response("hello from users"),
+ * );
+ * const routesDir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(
+ *   `${routesDir}/users.yaml`,
+ *   `listen: 127.0.0.1:0\nupstreams: [http://127.0.0.1:${users.addr.port}]\n`,
+ * );
+ * const lines: string[] = [];
  * const legate = await Legate.start({
- *   routesDir: "routes",
- *   admin: "127.0.0.1:9901",
- *   log: new Logger({ level: "info", format: "text" }),
+ *   routesDir,
+ *   admin: "127.0.0.1:0", // a free port here; 127.0.0.1:9901 by default
+ *   log: new Logger({
+ *     level: "info",
+ *     format: "text",
+ *     write: (line) => lines.push(line),
+ *   }),
  * });
- * await legate.shutdown(10_000);
+ * try {
+ *   const admin = legate.admin.addr as Deno.NetAddr;
+ *   const readyz = await fetch(`http://127.0.0.1:${admin.port}/readyz`);
+ *   assert.equal(await readyz.text(), "ready\n");
+ *   // The application talks to legate; legate forwards to the service.
+ *   const { port } = legate.listeners[0]!.listener.addr as Deno.NetAddr;
+ *   const response = await fetch(`http://127.0.0.1:${port}/`);
+ *   assert.equal(await response.text(), "hello from users");
+ * } finally {
+ *   // Drains for up to 10 s; nothing was in flight, so nothing was cut.
+ *   assert.equal(await legate.shutdown(10_000), 0);
+ *   await Deno.remove(routesDir, { recursive: true });
+ * }
  * ```
  *
  * @example Validate route files
- * ```ts ignore
- * import { loadConfig } from "./mod.ts";
- * const result = await loadConfig("routes");
- * for (const error of result.errors ?? []) console.error(error.message);
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ConfigError, loadConfig } from "./mod.ts";
+ * const routesDir = await Deno.makeTempDir();
+ * try {
+ *   await Deno.writeTextFile(
+ *     `${routesDir}/users.yaml`,
+ *     "listen: 127.0.0.1:15001\nupstreams: [http://127.0.0.1:8080]\ntimeouts: { connect: soon }\n",
+ *   );
+ *   const result = await loadConfig(routesDir);
+ *   // Every error names its file, line and column, and the key.
+ *   assert.equal(result.errors?.length, 1);
+ *   const [error] = result.errors;
+ *   assert.ok(error instanceof ConfigError);
+ *   assert.deepEqual(
+ *     [error.position.line, error.position.column, error.keyPath],
+ *     [3, 22, "timeouts.connect"],
+ *   );
+ *   assert.ok(error.message.startsWith(`${error.position.file}:3:22: `));
+ * } finally {
+ *   await Deno.remove(routesDir, { recursive: true });
+ * }
  * ```
  * @module
  */
@@ -46,7 +92,10 @@ export {
   parseListenAddress,
 } from "./src/config/address.ts";
 export { formatDuration, parseDuration } from "./src/config/duration.ts";
-export type { ReferenceSource } from "./src/config/interpolate.ts";
+export {
+  processReferences,
+  type ReferenceSource,
+} from "./src/config/interpolate.ts";
 export type { ListenerPlan, Plan } from "./src/config/plan.ts";
 export type {
   ServiceConfig,

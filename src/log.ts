@@ -26,11 +26,46 @@ export const LOG_LEVELS: readonly LogLevel[] = [
 /**
  * Writes log events at or above a level.
  *
- * @example Usage
+ * @example One JSON object a line, at or above the level
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Logger } from "./log.ts";
- * const log = new Logger({ level: "info", format: "json" });
+ * const lines: string[] = []; // stderr when `write` is not given
+ * const log = new Logger({
+ *   level: "info",
+ *   format: "json",
+ *   write: (line) => lines.push(line),
+ * });
+ * log.debug("dropped: below the level");
  * log.info("listening", { address: "127.0.0.1:15001" });
+ * assert.equal(lines.length, 1);
+ * const { time, ...event } = JSON.parse(lines[0]!);
+ * assert.ok(!Number.isNaN(Date.parse(time)));
+ * assert.deepEqual(event, {
+ *   level: "info",
+ *   msg: "listening",
+ *   address: "127.0.0.1:15001",
+ * });
+ * ```
+ *
+ * @example Readable text, values with spaces quoted
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Logger } from "./log.ts";
+ * const lines: string[] = [];
+ * const log = new Logger({
+ *   level: "info",
+ *   format: "text",
+ *   write: (line) => lines.push(line),
+ * });
+ * log.warn("upstream unreachable", {
+ *   endpoint: "http://users-1.internal:8080",
+ *   reason: "connection refused",
+ * });
+ * assert.match(
+ *   lines[0]!,
+ *   / WARN  upstream unreachable endpoint=http:\/\/users-1\.internal:8080 reason="connection refused"$/,
+ * );
  * ```
  */
 export class Logger {

@@ -15,15 +15,30 @@ export interface RouteMatch {
 /**
  * Routes requests of one listener to the first, most specific match.
  *
- * @example Usage
+ * @example The longest path prefix, on whole segments
  * ```ts
+ * import assert from "node:assert/strict";
  * import { HttpRouter } from "./router.ts";
  * const router = new HttpRouter([
  *   { match: { pathPrefix: "/" }, name: "web" },
  *   { match: { pathPrefix: "/api" }, name: "api" },
  * ]);
- * router.route("example.com", "/api/users")?.name; // "api"
- * router.route("example.com", "/apis")?.name; // "web"
+ * assert.equal(router.route("example.com", "/api/users")?.name, "api");
+ * assert.equal(router.route("example.com", "/apis")?.name, "web");
+ * ```
+ *
+ * @example An exact host beats `*.suffix`, which beats any host
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HttpRouter } from "./router.ts";
+ * const router = new HttpRouter([
+ *   { match: { pathPrefix: "/" }, name: "any" },
+ *   { match: { host: "*.example.com", pathPrefix: "/" }, name: "wildcard" },
+ *   { match: { host: "api.example.com", pathPrefix: "/" }, name: "exact" },
+ * ]);
+ * assert.equal(router.route("API.example.com:8080", "/")?.name, "exact");
+ * assert.equal(router.route("www.example.com", "/")?.name, "wildcard");
+ * assert.equal(router.route("example.com", "/")?.name, "any");
  * ```
  */
 export class HttpRouter<T extends { readonly match: RouteMatch }> {

@@ -9,14 +9,43 @@ import type { Logger } from "../log.ts";
 /**
  * Logs transitions of endpoint reachability.
  *
- * @example Usage
+ * @example Once down, once back up, however many failures between
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Reachability } from "./reachability.ts";
  * import { Logger } from "../log.ts";
- * const reachability = new Reachability(new Logger({ level: "info", format: "text" }));
- * reachability.failed("users", "http://10.0.0.1:80", "connection refused"); // logged
- * reachability.failed("users", "http://10.0.0.1:80", "connection refused"); // counted
- * reachability.succeeded("users", "http://10.0.0.1:80"); // logged with the count
+ * const events: Record<string, unknown>[] = [];
+ * const reachability = new Reachability(
+ *   new Logger({
+ *     level: "info",
+ *     format: "json",
+ *     write: (line) => events.push(JSON.parse(line)),
+ *   }),
+ * );
+ * const endpoint = "http://users-1.internal:8080";
+ * reachability.failed("users", endpoint, "connection refused"); // logged
+ * reachability.failed("users", endpoint, "connection refused"); // counted
+ * reachability.succeeded("users", endpoint); // logged with the count
+ * reachability.succeeded("users", endpoint); // nothing to say
+ * assert.deepEqual(
+ *   events.map(({ time: _, ...event }) => event),
+ *   [
+ *     {
+ *       level: "warn",
+ *       msg: "upstream unreachable",
+ *       service: "users",
+ *       endpoint,
+ *       reason: "connection refused",
+ *     },
+ *     {
+ *       level: "info",
+ *       msg: "upstream reachable again",
+ *       service: "users",
+ *       endpoint,
+ *       failures: 2,
+ *     },
+ *   ],
+ * );
  * ```
  */
 export class Reachability {

@@ -8,11 +8,17 @@ import type { Balancer, Weighted } from "./balancer.ts";
 /**
  * Weighted round robin over a fixed set of endpoints.
  *
- * @example Usage
+ * @example Turns in proportion to weight, spread out
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RoundRobin } from "./round_robin.ts";
- * const rr = new RoundRobin([{ name: "a", weight: 2 }, { name: "b", weight: 1 }]);
- * [0, 1, 2].map(() => rr.candidates()[0]!.name); // ["a", "b", "a"]
+ * const rr = new RoundRobin([
+ *   { name: "a", weight: 5 },
+ *   { name: "b", weight: 1 },
+ *   { name: "c", weight: 1 },
+ * ]);
+ * const turns = Array.from({ length: 7 }, () => rr.candidates()[0]!.name);
+ * assert.deepEqual(turns, ["a", "a", "b", "a", "c", "a", "a"]);
  * ```
  */
 export class RoundRobin<T extends Weighted> implements Balancer<T> {
