@@ -17,6 +17,7 @@ import {
   type LogLevel,
   parseDuration,
   parseListenAddress,
+  processReferences,
   RoutesDirectoryError,
   VERSION,
 } from "./mod.ts";
@@ -62,6 +63,12 @@ Options:
                             default 30s)
   --shutdown-delay DURATION keep serving this long after SIGTERM with /readyz
                             at 503 (env LEGATE_SHUTDOWN_DELAY, default 0s)
+  --header-timeout DURATION how long an HTTP client connection may take to send
+                            a request head, after it opens and after each
+                            response (env LEGATE_HEADER_TIMEOUT, default 30s)
+  --max-idle-connections N  idle HTTP client connections kept per listener;
+                            past it the longest idle one is closed
+                            (env LEGATE_MAX_IDLE_CONNECTIONS, default 1024)
 
 Environment:
   LEGATE_LOG          debug | info | warn | error (default info)
@@ -91,6 +98,8 @@ async function main(args: string[]): Promise<number> {
         ready: { type: "boolean" },
         "drain-timeout": { type: "string" },
         "shutdown-delay": { type: "string" },
+        "header-timeout": { type: "string" },
+        "max-idle-connections": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -140,6 +149,8 @@ async function main(args: string[]): Promise<number> {
       "no-watch",
       "drain-timeout",
       "shutdown-delay",
+      "header-timeout",
+      "max-idle-connections",
     ]
       .find((name) => values[name as keyof typeof values] !== undefined);
     if (serveOnly) return usage(`check takes no --${serveOnly}`);
@@ -165,6 +176,7 @@ async function main(args: string[]): Promise<number> {
     const [flag, env, fallback] of [
       ["drain-timeout", "LEGATE_DRAIN_TIMEOUT", "30s"],
       ["shutdown-delay", "LEGATE_SHUTDOWN_DELAY", "0s"],
+      ["header-timeout", "LEGATE_HEADER_TIMEOUT", "30s"],
     ] as const
   ) {
     const text = values[flag] ?? Deno.env.get(env) ?? fallback;
@@ -174,11 +186,23 @@ async function main(args: string[]): Promise<number> {
       return usage(`--${flag}: ${(error as Error).message}`);
     }
   }
+  if (durations["header-timeout"]! <= 0) {
+    return usage("--header-timeout: must be longer than 0s");
+  }
+  const maxIdle = values["max-idle-connections"] ??
+    Deno.env.get("LEGATE_MAX_IDLE_CONNECTIONS") ?? "1024";
+  if (!/^[1-9]\d{0,8}$/.test(maxIdle)) {
+    return usage(
+      `--max-idle-connections: "${maxIdle}" is not a whole number from 1`,
+    );
+  }
   return await serve({
     routesDir,
     admin,
     drainTimeout: durations["drain-timeout"]!,
     shutdownDelay: durations["shutdown-delay"]!,
+    headerTimeout: durations["header-timeout"]!,
+    maxIdleConnections: Number(maxIdle),
     watch: !values["no-watch"],
   }, log);
 }
@@ -252,17 +276,43 @@ interface ServeOptions {
   admin: string;
   drainTimeout: number;
   shutdownDelay: number;
+  headerTimeout: number;
+  maxIdleConnections: number;
   watch: boolean;
 }
 
 async function serve(options: ServeOptions, log: Logger): Promise<number> {
+  // A proxy must outlive its own bugs: whatever escaped is logged, and the
+  // listeners keep serving. The tests run every module in-process, where
+  // such an escape still fails them.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    log.error("unexpected error (a bug in legate; please report it)", {
+      reason: String(event.reason?.stack ?? event.reason),
+    });
+  });
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    log.error("unexpected error (a bug in legate; please report it)", {
+      reason: String(event.error?.stack ?? event.message),
+    });
+  });
   let legate: Legate;
   try {
     legate = await Legate.start({
       routesDir: options.routesDir,
       admin: options.admin,
       drainTimeout: options.drainTimeout,
+      headerTimeout: options.headerTimeout,
+      maxIdleConnections: options.maxIdleConnections,
       watch: options.watch,
+      // Route files that reach the admin listener say ${LEGATE_ADMIN}: it
+      // means the address legate really uses, --admin included.
+      references: {
+        ...processReferences,
+        env: (name) =>
+          name === "LEGATE_ADMIN" ? options.admin : Deno.env.get(name),
+      },
       log,
     });
   } catch (error) {

@@ -100,6 +100,22 @@ Deno.test("prints --version and --help, and exits 2 on a bad command line", asyn
       /^legate: .*\nRun "legate --help" for usage\.\n$/,
     );
   }
+  for (
+    const [args, problem] of [
+      [["--header-timeout", "0s"], /--header-timeout: must be longer than 0s/],
+      [
+        ["--header-timeout", "soon"],
+        /--header-timeout: "soon" is not a duration/,
+      ],
+      [["--max-idle-connections", "0"], /--max-idle-connections: "0" is not/],
+      [["--max-idle-connections", "many"], /"many" is not a whole number/],
+      [["check", "--header-timeout", "5s"], /check takes no --header-timeout/],
+    ] as const
+  ) {
+    const result = await run([...args]);
+    assert.equal(result.code, 2, args.join(" "));
+    assert.match(result.stderr, problem);
+  }
   const badLevel = await run(["check"], { LEGATE_LOG: "loud" });
   assert.equal(badLevel.code, 2);
   assert.match(
@@ -190,4 +206,27 @@ Deno.test("SIGTERM lets a slow download finish, then exits 0; JSON logs are one 
   assert.equal(events[4]!.cut, 0);
   assert.equal((events[0]!.services as { name: string }[])[0]!.name, "slow");
   assert.equal(events[2]!.signal, "SIGTERM");
+});
+
+Deno.test("${LEGATE_ADMIN} in a route file is the admin address legate uses, --admin included", async () => {
+  // As the shipped routes/admin-http.yaml does, with a free port to listen on.
+  const listen = `127.0.0.1:${freePort()}`;
+  const legate = await spawnLegate(
+    {
+      "admin.yaml":
+        `listen: ${listen}\nupstreams: ['http://\${LEGATE_ADMIN:-127.0.0.1:9901}']\n`,
+    },
+    [],
+    { LEGATE_ADMIN: "127.0.0.1:1" },
+  );
+  try {
+    // spawnLegate passes --admin; the route follows it, not the environment.
+    const response = await fetch(`http://${listen}/healthz`);
+    assert.equal(response.status, 200);
+    assert.equal(await response.text(), "ok\n");
+    assert.equal(response.headers.get("via"), "1.1 legate");
+  } finally {
+    legate.child.kill("SIGTERM");
+    assert.equal(await legate.exit(), 0);
+  }
 });

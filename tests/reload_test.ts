@@ -260,6 +260,38 @@ Deno.test("POST /reload answers with what changed, 422 when the routes are inval
   await (await fetch(`${l.admin}/reload`)).body?.cancel();
 });
 
+Deno.test("a listen address found busy at reload is reported at its file, line and column", async () => {
+  await using upstream = startServer(named("up"));
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    join(dir, "svc.yaml"),
+    httpRoute(freePort(), upstream.url),
+  );
+  await using l = await startWatched(dir);
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  await Deno.writeTextFile(
+    join(dir, "busy.yaml"),
+    `# a comment first\nlisten: 127.0.0.1:${port}\nupstreams: ['${upstream.url}']\n`,
+  );
+  const reload = await fetch(`${l.admin}/reload`, { method: "POST" });
+  assert.equal(reload.status, 422);
+  await reload.body?.cancel();
+  const { errors } = await (await fetch(`${l.admin}/config/errors`)).json();
+  assert.equal(errors.length, 1);
+  assert.deepEqual(
+    { ...errors[0], message: undefined },
+    {
+      message: undefined,
+      file: join(dir, "busy.yaml"),
+      line: 2,
+      column: 9,
+      key: "listen",
+    },
+  );
+  assert.match(errors[0].message, /address already in use/);
+});
+
 Deno.test("a reload storm drops no request and cuts no stream", async () => {
   await using one = startServer(named("one"));
   await using two = startServer(named("two"));
