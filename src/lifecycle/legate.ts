@@ -143,13 +143,31 @@ interface Context {
 /**
  * A running legate: its admin listener and one listener per listen address.
  *
- * @example Usage
- * ```ts ignore
+ * @example Starts on a routes directory, reloads it, shuts down
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
  * import { Legate } from "./legate.ts";
  * import { Logger } from "../log.ts";
- * const legate = await Legate.start({ routesDir: "routes", admin: "127.0.0.1:9901", log: new Logger({ level: "info", format: "text" }) });
- * await legate.reload("manual");
- * await legate.shutdown();
+ * const routesDir = await Deno.makeTempDir();
+ * const file = join(routesDir, "users.yaml");
+ * await Deno.writeTextFile(file, "listen: 127.0.0.1:0\nupstreams: [http://127.0.0.1:8080]\n");
+ * const legate = await Legate.start({
+ *   routesDir,
+ *   admin: "127.0.0.1:0",
+ *   watch: false,
+ *   log: new Logger({ level: "error", format: "text" }),
+ * });
+ * assert.deepEqual(legate.config.services.map((s) => s.name), ["users"]);
+ * // Another service on the same listener, by path.
+ * await Deno.writeTextFile(
+ *   join(routesDir, "orders.yaml"),
+ *   "listen: 127.0.0.1:0\nupstreams: [http://127.0.0.1:8081]\nmatch: { path_prefix: /orders }\n",
+ * );
+ * assert.equal((await legate.reload("manual")).outcome, "applied");
+ * assert.deepEqual(legate.config.services.map((s) => s.name), ["orders", "users"]);
+ * assert.equal(await legate.shutdown(), 0);
+ * await Deno.remove(routesDir, { recursive: true });
  * ```
  */
 export class Legate {

@@ -27,10 +27,26 @@ export interface Endpoint {
  * Connects to `endpoint`, failing with a `connection_timeout` ProxyError after
  * `timeoutMs`. A connection that completes after the deadline is closed.
  *
- * @example Usage
- * ```ts ignore
+ * @example Connects, or fails with a ProxyError saying why
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { connectEndpoint } from "./connect.ts";
+ * import { ProxyError } from "./errors.ts";
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const { port } = listener.addr as Deno.NetAddr;
+ * const endpoint = {
+ *   url: `tcp://127.0.0.1:${port}`,
+ *   address: { transport: "tcp" as const, hostname: "127.0.0.1", port },
+ *   tls: false,
+ *   authority: `127.0.0.1:${port}`,
+ * };
  * const conn = await connectEndpoint(endpoint, 5_000);
+ * conn.close();
+ * listener.close();
+ * await assert.rejects(
+ *   () => connectEndpoint(endpoint, 5_000),
+ *   (error) => error instanceof ProxyError && error.kind === "connection_refused",
+ * );
  * ```
  */
 export async function connectEndpoint(

@@ -55,11 +55,33 @@ export interface Relay {
  * Relays bytes between `client` and `upstream` until both directions end, one
  * side fails, or nothing moves for `idleMs`. Both connections are closed after.
  *
- * @example Usage
- * ```ts ignore
+ * @example Relays both ways and reports the bytes
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { relay } from "./tcp.ts";
- * const { done } = relay(client, upstream, 3_600_000);
- * const { sent, received } = await done;
+ * // An upstream that answers "pong" once the client is done sending.
+ * using upstreams = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * (async () => {
+ *   const conn = await upstreams.accept();
+ *   while (await conn.read(new Uint8Array(64)) !== null);
+ *   await conn.write(new TextEncoder().encode("pong"));
+ *   conn.close();
+ * })();
+ * using clients = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const port = (listener: Deno.Listener) => (listener.addr as Deno.NetAddr).port;
+ * const client = await Deno.connect({ hostname: "127.0.0.1", port: port(clients) });
+ * const { done } = relay(
+ *   await clients.accept(),
+ *   await Deno.connect({ hostname: "127.0.0.1", port: port(upstreams) }),
+ *   60_000,
+ * );
+ * await client.write(new TextEncoder().encode("ping"));
+ * await client.closeWrite(); // half-close: the reply still comes back
+ * const reply = new Uint8Array(4);
+ * assert.equal(await client.read(reply), 4);
+ * assert.equal(new TextDecoder().decode(reply), "pong");
+ * assert.deepEqual(await done, { sent: 4, received: 4, end: "closed" });
+ * client.close();
  * ```
  */
 export function relay(

@@ -14,13 +14,15 @@ export type Cancel = () => void;
 /**
  * The wheel behind {@linkcode schedule}; one per process is enough.
  *
- * @example Usage
+ * @example A cancelled timer leaves nothing behind
  * ```ts
+ * import assert from "node:assert/strict";
  * import { TimerWheel } from "./timer_wheel.ts";
  * const wheel = new TimerWheel();
  * const cancel = wheel.schedule(3_600_000, () => {});
+ * assert.equal(wheel.pendingSlots, 1);
  * cancel();
- * console.assert(wheel.pendingSlots === 0);
+ * assert.equal(wheel.pendingSlots, 0);
  * ```
  */
 export class TimerWheel {
@@ -79,11 +81,18 @@ const wheel = new TimerWheel();
 /**
  * Calls `callback` once, about `delayMs` from now (within 25 ms after).
  *
- * @example Usage
+ * @example A timeout that fires, and one cancelled in time
  * ```ts
+ * import assert from "node:assert/strict";
  * import { schedule } from "./timer_wheel.ts";
- * const cancel = schedule(1_000, () => console.log("timed out"));
+ * // The wheel's timer does not keep a process alive; this one does.
+ * const keepAlive = setTimeout(() => {}, 1_000);
+ * let cancelledFired = false;
+ * const cancel = schedule(10, () => cancelledFired = true);
  * cancel();
+ * await new Promise<void>((resolve) => schedule(20, resolve));
+ * clearTimeout(keepAlive);
+ * assert.equal(cancelledFired, false);
  * ```
  */
 export function schedule(delayMs: number, callback: () => void): Cancel {

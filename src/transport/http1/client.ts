@@ -123,12 +123,40 @@ const BODYLESS = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"]);
  * sent again on a fresh connection only when that cannot repeat an action:
  * an idempotent method without a body.
  *
- * @example Usage
- * ```ts ignore
- * // Needs an endpoint and a live upstream; tests/http_test.ts runs it for real.
+ * @example Sends a request and reuses the connection for the next
+ * ```ts
+ * import assert from "node:assert/strict";
  * import { Http1Transport } from "./client.ts";
+ * const connections = new Set<string>();
+ * await using upstream = Deno.serve(
+ *   { hostname: "127.0.0.1", port: 0, onListen() {} },
+ *   (request, info) => {
+ *     connections.add(`${(info.remoteAddr as Deno.NetAddr).port}`);
+ *     return new Response(`${request.method} ${new URL(request.url).pathname}`);
+ *   },
+ * );
+ * const { port } = upstream.addr;
+ * const endpoint = {
+ *   url: `http://127.0.0.1:${port}`,
+ *   address: { transport: "tcp" as const, hostname: "127.0.0.1", port },
+ *   tls: false,
+ *   authority: `127.0.0.1:${port}`,
+ * };
  * const transport = new Http1Transport();
- * const response = await transport.send(endpoint, request, { connect: 5000, request: 60000, idle: 60000 });
+ * for (const path of ["/a", "/b"]) {
+ *   const response = await transport.send(endpoint, {
+ *     method: "GET",
+ *     target: path,
+ *     headers: [["host", endpoint.authority]],
+ *     body: null,
+ *     bodyLength: null,
+ *     signal: new AbortController().signal,
+ *   }, { connect: 5_000, request: 60_000, idle: 60_000 });
+ *   assert.equal(response.status, 200);
+ *   assert.equal(new TextDecoder().decode(response.body as Uint8Array), `GET ${path}`);
+ * }
+ * assert.equal(connections.size, 1);
+ * transport.close();
  * ```
  */
 export class Http1Transport implements HttpTransport {
