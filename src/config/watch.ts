@@ -75,6 +75,7 @@ export async function watchRoutes(
   options: WatchRoutesOptions = {},
 ): Promise<RoutesWatch> {
   const { intervalMs = 250, onDirectoryChange = () => {} } = options;
+  // Null until the directory could be looked at: the routes were just loaded.
   let reported = await signature(dir);
   let seen = reported;
   let closed = false;
@@ -83,7 +84,11 @@ export async function watchRoutes(
 
   const poll = async () => {
     const now = await signature(dir);
-    if (closed) return;
+    if (closed || now === null) return;
+    if (reported === null || seen === null) {
+      reported = seen = now;
+      return;
+    }
     if (now.key !== reported.key && now.key === seen.key) {
       const before = reported;
       reported = now;
@@ -121,15 +126,15 @@ interface Signature {
 }
 
 /** The signature of `dir`, from stat, lstat and readDir: nothing is opened. */
-async function signature(dir: string): Promise<Signature> {
+async function signature(dir: string): Promise<Signature | null> {
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(dir);
   } catch (error) {
-    const directory = error instanceof Deno.errors.NotFound ||
-        error instanceof Deno.errors.NotADirectory
-      ? "missing"
-      : "unreadable";
+    if (!saysSomething(error)) return null;
+    const directory = error instanceof Deno.errors.PermissionDenied
+      ? "unreadable"
+      : "missing";
     return { directory, key: directory };
   }
   if (!info.isDirectory) {
@@ -141,8 +146,9 @@ async function signature(dir: string): Promise<Signature> {
     for await (const entry of Deno.readDir(dir)) {
       if (isRouteFileName(entry.name)) names.push(entry.name);
     }
-  } catch {
+  } catch (error) {
     // Removed or made unreadable between the stat and the listing.
+    if (!saysSomething(error)) return null;
     return { directory: "unreadable", key: "unreadable" };
   }
   names.sort();
@@ -174,4 +180,15 @@ function directoryEvent(before: string, now: string): string {
   return before.startsWith("present:")
     ? "the routes directory was replaced"
     : "the routes directory is back";
+}
+
+/**
+ * Whether a failure to look at the directory tells something about it (it is
+ * gone, not a directory, or not readable), rather than about legate (out of
+ * file descriptors, say), which is no change: that poll is skipped.
+ */
+function saysSomething(error: unknown): boolean {
+  return error instanceof Deno.errors.NotFound ||
+    error instanceof Deno.errors.NotADirectory ||
+    error instanceof Deno.errors.PermissionDenied;
 }

@@ -6,7 +6,8 @@
  * good on the first failed accept (too many open files ended the whole
  * process), it has no timeout for reading a request head, and its graceful
  * shutdown cuts request bodies still being uploaded. Holding the connections
- * gives legate all three: accept failures are survived as on TCP listeners,
+ * gives legate all three: accept failures are survived as on TCP listeners
+ * (out of descriptors, the longest idle connection is closed to make room),
  * a connection must send a request head within the header timeout (after it
  * opens and after each response), idle connections are capped per listener,
  * and a drain closes each connection only once its requests are done.
@@ -70,6 +71,13 @@ type ServeOnConnection = (
 
 /** How often idle connections are checked against the header timeout. */
 const SWEEP_MS = 1_000;
+/**
+ * How long a connection must have been idle before it may be closed to free
+ * a descriptor. Linux fails the accept right after one that took the last
+ * descriptor, queue empty or not; the connection just accepted, still on its
+ * way to its first request, must not pay for that.
+ */
+const RELIEF_MIN_IDLE_MS = 1_000;
 /** How long cut requests get to unwind before drain() returns anyway. */
 const CUT_GRACE_MS = 1_000;
 
@@ -109,6 +117,19 @@ export async function serveHttp(
     oldest.close();
     return true;
   };
+  /** Closes the longest idle connection, if idle long enough, and waits until it is gone. */
+  const relieve = async (): Promise<boolean> => {
+    const [oldest] = idle;
+    if (
+      oldest === undefined ||
+      Date.now() - oldest.idleSince < RELIEF_MIN_IDLE_MS
+    ) {
+      return false;
+    }
+    evictOldestIdle();
+    await oldest.done;
+    return true;
+  };
 
   const accepting = acceptConnections(listener, (conn) => {
     while (idle.size >= maxIdle) evictOldestIdle();
@@ -121,7 +142,7 @@ export async function serveHttp(
     });
   }, {
     onError: options.onAcceptError ?? (() => {}),
-    relieve: evictOldestIdle,
+    relieve,
   });
 
   const sweeper = setInterval(() => {

@@ -59,9 +59,10 @@ export interface AcceptHooks {
   onError(error: Error, transient: boolean): void;
   /**
    * Asked to free a file descriptor when accepting failed for want of one
-   * (too many open files); returns whether it did, so accepting resumes at once.
+   * (too many open files); resolves, once the descriptor is free, with
+   * whether it freed one, so accepting resumes at once.
    */
-  relieve?(): boolean;
+  relieve?(): Promise<boolean>;
 }
 
 /**
@@ -69,8 +70,9 @@ export interface AcceptHooks {
  * `onConnection` with Nagle's algorithm off. A failed accept never stops the
  * loop: a connection the client reset before it was accepted fails alone
  * (ENOTCONN, ECONNABORTED); running out of file descriptors first asks
- * `relieve` to close an idle connection, else pauses accepting with a
- * backoff (the kernel's backlog holds new connections meanwhile).
+ * `relieve` to close an idle connection, one at a time, else pauses
+ * accepting with a backoff (the kernel's backlog holds new connections
+ * meanwhile).
  * Resolves when the listener is closed.
  */
 export async function acceptConnections(
@@ -89,7 +91,7 @@ export async function acceptConnections(
         error instanceof Deno.errors.ConnectionAborted ||
         error instanceof Deno.errors.ConnectionReset;
       hooks.onError(error as Error, transient);
-      if (transient || hooks.relieve?.()) continue;
+      if (transient || await hooks.relieve?.()) continue;
       backoff = Math.min(
         backoff * 2 || ACCEPT_BACKOFF_MS.first,
         ACCEPT_BACKOFF_MS.max,
