@@ -330,8 +330,11 @@ Deno.test("a reload storm drops no request and cuts no stream", async () => {
   await using l = await startWatched(dir);
 
   let stop = false;
+  // Every reload waits for one more request and one more echo round, so the
+  // storm always has traffic in it, however fast the reloads are.
+  let ok = 0;
+  let round = 0;
   const http = (async () => {
-    let ok = 0;
     const failures: string[] = [];
     while (!stop) {
       try {
@@ -349,7 +352,6 @@ Deno.test("a reload storm drops no request and cuts no stream", async () => {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: tcpPort });
     const chunk = new Uint8Array(16 * 1024);
     const reply = new Uint8Array(16 * 1024);
-    let round = 0;
     let corrupted = 0;
     while (!stop) {
       chunk.fill(round & 0xff);
@@ -373,6 +375,11 @@ Deno.test("a reload storm drops no request and cuts no stream", async () => {
   for (let i = 0; i < 50; i++) {
     await apply(configs[i % 3]!);
     outcomes.push((await l.legate.reload("storm")).outcome);
+    const [requests, rounds] = [ok, round];
+    await waitFor(
+      () => ok > requests && round > rounds,
+      "traffic between two reloads",
+    );
   }
   stop = true;
   const httpResult = await http;
