@@ -192,15 +192,35 @@ export async function drainGenerated(
 export function legateCommand(
   args: string[],
   env: Record<string, string> = {},
+  options: SpawnOptions = {},
 ): Deno.Command {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...START_FLAGS, join(ROOT, "main.ts"), ...args],
+  const run = [
+    Deno.execPath(),
+    "run",
+    ...START_FLAGS,
+    join(ROOT, "main.ts"),
+    ...args,
+  ];
+  // prlimit (util-linux) sets the limit, then executes deno: the child's pid is legate's.
+  const command = options.fdLimit === undefined
+    ? run
+    : ["prlimit", `--nofile=${options.fdLimit}:${options.fdLimit}`, ...run];
+  return new Deno.Command(command[0]!, {
+    args: command.slice(1),
     cwd: Deno.makeTempDirSync({ prefix: "legate-cwd-" }),
-    env: { NO_COLOR: "1", ...env },
+    // `deno run` checks for a newer Deno in the background (and warns on
+    // stderr when that fails); a compiled legate has no such check.
+    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   });
+}
+
+/** How {@linkcode legateCommand} and {@linkcode spawnLegate} run legate. */
+export interface SpawnOptions {
+  /** At most this many open files (RLIMIT_NOFILE), to run legate out of descriptors. */
+  readonly fdLimit?: number;
 }
 
 /** A raw TCP connection to `host:port`, as `TestLegate.address` gives it. */
@@ -242,6 +262,10 @@ export interface SpawnedLegate {
   readyz(): Promise<number>;
   /** The first event with message `msg`. */
   logged(msg: string): Record<string, unknown> | undefined;
+  /** Whether the process has exited. */
+  readonly exited: boolean;
+  /** The exit code, once it exited. */
+  readonly code: number | undefined;
   /** Waits for the exit code; removes a routes directory written for it. */
   exit(): Promise<number>;
 }
@@ -255,6 +279,7 @@ export async function spawnLegate(
   routes: Record<string, string> | string,
   flags: string[] = [],
   env: Record<string, string> = {},
+  options: SpawnOptions = {},
 ): Promise<SpawnedLegate> {
   const dir = typeof routes === "string" ? routes : await writeRoutes(routes);
   // The admin port is picked here: if something took it meanwhile, pick again.
@@ -265,6 +290,7 @@ export async function spawnLegate(
       admin,
       flags,
       env,
+      options,
       typeof routes !== "string",
     );
     if (started.ready) return started;
@@ -279,6 +305,7 @@ async function startChild(
   admin: string,
   flags: string[],
   env: Record<string, string>,
+  options: SpawnOptions,
   ownsDir: boolean,
 ): Promise<SpawnedLegate & { ready: boolean }> {
   const child = legateCommand([
@@ -291,9 +318,13 @@ async function startChild(
   ], {
     LEGATE_LOG_FORMAT: "json",
     ...env,
-  }).spawn();
+  }, options).spawn();
   let exited = false;
-  child.status.then(() => exited = true);
+  let code: number | undefined;
+  child.status.then((status) => {
+    exited = true;
+    code = status.code;
+  });
   const events: Record<string, unknown>[] = [];
   const reading = (async () => {
     let pending = "";
@@ -333,6 +364,12 @@ async function startChild(
     events,
     readyz,
     logged: (msg: string) => events.find((e) => e.msg === msg),
+    get exited() {
+      return exited;
+    },
+    get code() {
+      return code;
+    },
     async exit(): Promise<number> {
       const { code } = await child.status;
       await reading;

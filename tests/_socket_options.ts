@@ -10,6 +10,7 @@
  * a probe that cannot look must never pass a test.
  * @module
  */
+import assert from "node:assert/strict";
 
 /** One end of a TCP connection, as the process holding it sees it. */
 export interface TcpEnd {
@@ -121,4 +122,28 @@ export async function tcpNoDelay(pid: number, end: TcpEnd): Promise<boolean> {
     throw new Error(`Cannot read TCP_NODELAY: python3 printed "${option}"`);
   }
   return option === "1";
+}
+
+/**
+ * Asserts that both sockets legate holds for one proxied connection have
+ * Nagle's algorithm off: the one it accepted from `client` and the one it
+ * opened from `upstreamPort` (its local port) to `upstream`. The test's own
+ * socket, left as Deno made it, is read too and must be on: the probe tells
+ * the two states apart.
+ */
+export async function assertNoDelayOnBothSides(
+  client: Deno.TcpConn,
+  upstreamPort: number,
+  upstream: number,
+): Promise<void> {
+  const own = client.localAddr.port;
+  const listener = client.remoteAddr.port;
+  const [accepted, opened, untouched] = await Promise.all([
+    tcpNoDelay(Deno.pid, { localPort: listener, remotePort: own }),
+    tcpNoDelay(Deno.pid, { localPort: upstreamPort, remotePort: upstream }),
+    tcpNoDelay(Deno.pid, { localPort: own, remotePort: listener }),
+  ]);
+  assert.equal(accepted, true, "the connection legate accepted");
+  assert.equal(opened, true, "the connection legate opened to the upstream");
+  assert.equal(untouched, false, "the client's socket");
 }

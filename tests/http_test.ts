@@ -10,7 +10,7 @@ import {
   startTcpServer,
   waitFor,
 } from "./_helpers.ts";
-import { tcpNoDelay } from "./_socket_options.ts";
+import { assertNoDelayOnBothSides } from "./_socket_options.ts";
 
 const encoder = new TextEncoder();
 
@@ -539,21 +539,11 @@ Deno.test("a request body sent after its headers is not held back by Nagle's alg
   await conn.write(encoder.encode(
     "POST /echo HTTP/1.1\r\nhost: legate.test\r\ncontent-length: 2\r\n\r\nhi",
   ));
-  const legateToUpstream = (await legateEnd.promise).port;
-  const client = conn.localAddr.port;
-  const listener = conn.remoteAddr.port;
-  const [accepted, opened, untouched] = await Promise.all([
-    tcpNoDelay(Deno.pid, { localPort: listener, remotePort: client }),
-    tcpNoDelay(Deno.pid, {
-      localPort: legateToUpstream,
-      remotePort: upstream.port,
-    }),
-    tcpNoDelay(Deno.pid, { localPort: client, remotePort: listener }),
-  ]).finally(() => probed.resolve());
-  assert.equal(accepted, true, "the connection legate accepted");
-  assert.equal(opened, true, "the connection legate opened to the upstream");
-  // The test's own socket, left as Deno made it: the probe tells them apart.
-  assert.equal(untouched, false, "the client's socket");
+  await assertNoDelayOnBothSides(
+    conn,
+    (await legateEnd.promise).port,
+    upstream.port,
+  ).finally(() => probed.resolve());
   const received = new Uint8Array(4096);
   let text = "";
   while (!text.endsWith("\r\n\r\nok")) {

@@ -9,12 +9,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Legate, type LegateOptions } from "../mod.ts";
-import { type LimitedLegate, spawnWithFdLimit } from "./_fd_limit.ts";
 import {
   connectTo,
   echoBytes,
   freePort,
   memoryLogger,
+  type SpawnedLegate,
   spawnLegate,
   startServer,
   startTcpServer,
@@ -246,7 +246,15 @@ const FD_LIMIT = 128;
  */
 const NO_WATCH = ["--no-watch"];
 
-function acceptFailures(legate: LimitedLegate, listener?: string) {
+/** legate as a child process with at most {@linkcode FD_LIMIT} open files. */
+function spawnFdLimited(
+  routes: Record<string, string>,
+  flags: string[],
+): Promise<SpawnedLegate> {
+  return spawnLegate(routes, flags, {}, { fdLimit: FD_LIMIT });
+}
+
+function acceptFailures(legate: SpawnedLegate, listener?: string) {
   return legate.events.filter((e) =>
     e.msg === "accept failed" &&
     (listener === undefined || e.listener === listener)
@@ -254,7 +262,7 @@ function acceptFailures(legate: LimitedLegate, listener?: string) {
 }
 
 /** Fails at once, with its log, when legate has exited. */
-function assertRunning(legate: LimitedLegate, when: string): void {
+function assertRunning(legate: SpawnedLegate, when: string): void {
   assert.ok(
     !legate.exited,
     `legate exited ${when}: ${JSON.stringify(legate.events.slice(-5))}`,
@@ -266,7 +274,7 @@ function assertRunning(legate: LimitedLegate, when: string): void {
  * legate has died says so.
  */
 async function openWhileRunning(
-  legate: LimitedLegate,
+  legate: SpawnedLegate,
   address: string,
   request?: string,
 ): Promise<RawClient> {
@@ -282,13 +290,13 @@ async function openWhileRunning(
 }
 
 /** Sends SIGTERM unless legate has exited, and waits for it to exit. */
-async function stop(legate: LimitedLegate): Promise<void> {
+async function stop(legate: SpawnedLegate): Promise<void> {
   if (!legate.exited) legate.child.kill("SIGTERM");
   await legate.exit();
 }
 
 /** legate exited 0 after draining, with no error logged and nothing uncaught. */
-function assertStoppedCleanly(legate: LimitedLegate): void {
+function assertStoppedCleanly(legate: SpawnedLegate): void {
   assert.equal(
     legate.code,
     0,
@@ -312,7 +320,7 @@ Deno.test("an HTTP listener out of file descriptors closes its longest-idle conn
   await using upstream = startServer(() => new Response("fresh"));
   const port = freePort();
   const address = `127.0.0.1:${port}`;
-  const legate = await spawnWithFdLimit(FD_LIMIT, {
+  const legate = await spawnFdLimited({
     "svc.yaml": httpRoute(port, upstream.url),
   }, NO_WATCH);
   const idle: RawClient[] = [];
@@ -389,7 +397,7 @@ interface Filled {
  * unaccepted: the TCP listener fails to accept it again and again.
  */
 async function fillWithRelays(
-  legate: LimitedLegate,
+  legate: SpawnedLegate,
   tcpAddress: string,
 ): Promise<Filled> {
   const relayed: RawClient[] = [];
@@ -468,7 +476,7 @@ Deno.test("descriptors filled through a TCP listener: the HTTP listener waits, T
     echo.tcpUrl,
     upstream.url,
   );
-  const legate = await spawnWithFdLimit(FD_LIMIT, routes, NO_WATCH);
+  const legate = await spawnFdLimited(routes, NO_WATCH);
   let filled: Filled = { relayed: [], held: [] };
   try {
     filled = await fillWithRelays(legate, tcpAddress);
@@ -519,7 +527,7 @@ Deno.test("out of descriptors, the connection an idle connection made room for g
     echo.tcpUrl,
     upstream.url,
   );
-  const legate = await spawnWithFdLimit(FD_LIMIT, routes, NO_WATCH);
+  const legate = await spawnFdLimited(routes, NO_WATCH);
   let filled: Filled = { relayed: [], held: [] };
   // An idle keep-alive connection, and a pooled upstream connection that
   // the next request can use without a new descriptor.

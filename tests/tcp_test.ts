@@ -7,7 +7,7 @@ import {
   startTcpServer,
   waitFor,
 } from "./_helpers.ts";
-import { tcpNoDelay } from "./_socket_options.ts";
+import { assertNoDelayOnBothSides } from "./_socket_options.ts";
 
 const encoder = new TextEncoder();
 
@@ -263,19 +263,9 @@ Deno.test("a message written in two parts is not held back by Nagle's algorithm,
   });
   using conn = await connectTo(l.address("parts"));
   await conn.write(encoder.encode("a"));
-  const legateToUpstream = (await legateEnd.promise).port;
-  const client = conn.localAddr.port;
-  const listener = conn.remoteAddr.port;
-  const [accepted, opened, untouched] = await Promise.all([
-    tcpNoDelay(Deno.pid, { localPort: listener, remotePort: client }),
-    tcpNoDelay(Deno.pid, {
-      localPort: legateToUpstream,
-      remotePort: upstream.port,
-    }),
-    tcpNoDelay(Deno.pid, { localPort: client, remotePort: listener }),
-  ]);
-  assert.equal(accepted, true, "the connection legate accepted");
-  assert.equal(opened, true, "the connection legate opened to the upstream");
-  // The test's own socket, left as Deno made it: the probe tells them apart.
-  assert.equal(untouched, false, "the client's socket");
+  await assertNoDelayOnBothSides(
+    conn,
+    (await legateEnd.promise).port,
+    upstream.port,
+  );
 });
