@@ -3,6 +3,7 @@
  * `--help`. The only module that reads `Deno.args` or calls `Deno.exit`.
  * @module
  */
+import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import {
   formatListenAddress,
@@ -69,6 +70,8 @@ Options:
   --max-idle-connections N  idle HTTP client connections kept per listener;
                             past it the longest idle one is closed
                             (env LEGATE_MAX_IDLE_CONNECTIONS, default 1024)
+  --resolver IP:PORT        the DNS server for upstream host and SRV names
+                            (env LEGATE_RESOLVER, default: /etc/resolv.conf's)
 
 Environment:
   LEGATE_LOG          debug | info | warn | error (default info)
@@ -100,6 +103,7 @@ async function main(args: string[]): Promise<number> {
         "shutdown-delay": { type: "string" },
         "header-timeout": { type: "string" },
         "max-idle-connections": { type: "string" },
+        resolver: { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -151,6 +155,7 @@ async function main(args: string[]): Promise<number> {
       "shutdown-delay",
       "header-timeout",
       "max-idle-connections",
+      "resolver",
     ]
       .find((name) => values[name as keyof typeof values] !== undefined);
     if (serveOnly) return usage(`check takes no --${serveOnly}`);
@@ -196,9 +201,28 @@ async function main(args: string[]): Promise<number> {
       `--max-idle-connections: "${maxIdle}" is not a whole number from 1`,
     );
   }
+  const resolverText = values.resolver ?? Deno.env.get("LEGATE_RESOLVER");
+  let resolver: { hostname: string; port: number } | undefined;
+  if (resolverText !== undefined) {
+    try {
+      const address = parseListenAddress(resolverText);
+      // Deno's resolver takes an address, not a name.
+      if (address.transport !== "tcp" || isIP(address.hostname) === 0) {
+        throw new RangeError("it must be an IP address and port");
+      }
+      resolver = { hostname: address.hostname, port: address.port };
+    } catch (error) {
+      return usage(
+        `--resolver: "${resolverText}" is not a DNS server (use IP:PORT, e.g. 10.96.0.10:53 or [fd00::a]:53): ${
+          (error as Error).message
+        }`,
+      );
+    }
+  }
   return await serve({
     routesDir,
     admin,
+    resolver,
     drainTimeout: durations["drain-timeout"]!,
     shutdownDelay: durations["shutdown-delay"]!,
     headerTimeout: durations["header-timeout"]!,
@@ -278,6 +302,7 @@ interface ServeOptions {
   shutdownDelay: number;
   headerTimeout: number;
   maxIdleConnections: number;
+  resolver: { hostname: string; port: number } | undefined;
   watch: boolean;
 }
 
@@ -305,6 +330,7 @@ async function serve(options: ServeOptions, log: Logger): Promise<number> {
       drainTimeout: options.drainTimeout,
       headerTimeout: options.headerTimeout,
       maxIdleConnections: options.maxIdleConnections,
+      ...(options.resolver ? { resolver: options.resolver } : {}),
       watch: options.watch,
       // Route files that reach the admin listener say ${LEGATE_ADMIN}: it
       // means the address legate really uses, --admin included.

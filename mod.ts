@@ -90,7 +90,7 @@ export {
   formatListenAddress,
   type ListenAddress,
   parseListenAddress,
-} from "./src/config/address.ts";
+} from "./src/address.ts";
 export { formatDuration, parseDuration } from "./src/config/duration.ts";
 export {
   processReferences,
@@ -98,6 +98,13 @@ export {
 } from "./src/config/interpolate.ts";
 export type { ListenerPlan, Plan } from "./src/config/plan.ts";
 export type {
+  BalancePolicy,
+  HashOnConfig,
+  HealthCheckConfig,
+  LimitsConfig,
+  OutlierConfig,
+  RetriesConfig,
+  RetryOn,
   ServiceConfig,
   TimeoutsConfig,
   UpstreamConfig,

@@ -1,5 +1,7 @@
 /**
  * Listen addresses: `host:port`, `:port`, `[v6]:port` and `unix:/path`.
+ * Route files, the command line and the servers all speak of them, so they
+ * live beside the stages, as the logger does.
  *
  * Parsing only; opening sockets is the server's job.
  * @module

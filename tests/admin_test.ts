@@ -19,6 +19,7 @@ function handlerCountingReloads() {
   const state: AdminState = {
     ready: () => true,
     routes: () => ({ listeners: [] }),
+    upstreams: () => ({ services: [] }),
     configErrors: () => ({ errors: [] }),
     reload: () => {
       reloads.count++;

@@ -38,7 +38,7 @@ Deno.test("reports every error of every file at once, each with file:line:column
       "  - url: http://users-2:8080",
       "    wieght: 3",
       "timeouts: { conect: 2s, idle: 5 seconds }",
-      "retries: 3",
+      "cache: 3",
       "",
     ].join("\n"),
     "broken.yaml": "listen: [1\n",
@@ -54,7 +54,7 @@ Deno.test("reports every error of every file at once, each with file:line:column
     'users.yaml:6:5: upstreams[2]: unknown key "wieght" (did you mean "weight"?)',
     'users.yaml:7:13: timeouts: unknown key "conect" (did you mean "connect"?)',
     'users.yaml:7:31: timeouts.idle: "5 seconds" is not a duration (use a number and a unit: 250ms, 2s, 5m, 1h)',
-    'users.yaml:8:1: unknown key "retries" (valid keys: name, listen, protocol, upstreams, match, strip_prefix, preserve_host, timeouts)',
+    'users.yaml:8:1: unknown key "cache" (valid keys: name, listen, protocol, upstreams, match, strip_prefix, preserve_host, timeouts, balance, hash_on, health_check, outlier, retries, limits, dns_refresh)',
   ]);
 });
 
@@ -281,6 +281,7 @@ Deno.test("applies documented defaults", async () => {
   assert.equal(web!.protocol, "http");
   assert.deepEqual(web!.upstreams[0], {
     url: "https://web.internal",
+    discovery: "dns",
     address: { transport: "tcp", hostname: "web.internal", port: 443 },
     tls: true,
     authority: "web.internal",

@@ -514,7 +514,8 @@ Deno.test("logs each request at debug level with its service, upstream and statu
         service: "svc",
         method: "PUT",
         target: "/a?b=1",
-        to: upstream.url,
+        // The endpoint that answered, by address: a name may resolve to several.
+        to: `127.0.0.1:${upstream.port}`,
         status: 202,
       },
     ],

@@ -4,13 +4,15 @@ import { ROOT } from "./_helpers.ts";
 
 /** Which stages each stage may import; only lifecycle composes them all. */
 const ALLOWED: Record<string, readonly string[]> = {
-  config: [],
+  config: ["address"],
   router: [],
   transport: [],
-  upstream: ["log"],
+  upstream: ["log", "transport"],
   admin: [],
-  server: ["config", "log", "router", "transport", "upstream"],
+  // Servers get routes built by lifecycle: they read no route-file types.
+  server: ["address", "log", "router", "transport", "upstream"],
   lifecycle: [
+    "address",
     "admin",
     "config",
     "log",

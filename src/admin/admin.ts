@@ -15,6 +15,8 @@ export interface AdminState {
   ready(): boolean;
   /** The effective routes, as JSON, secrets masked. */
   routes(): unknown;
+  /** Every service's endpoints and their state, as JSON. */
+  upstreams(): unknown;
   /** The last reload's outcome and its errors, as JSON. */
   configErrors(): unknown;
   /** Reloads the routes; `ok` is false when they were invalid or could not be applied. */
@@ -24,7 +26,7 @@ export interface AdminState {
 }
 
 const PATHS =
-  "/healthz, /readyz, /metrics, /routes, /config/errors, POST /reload";
+  "/healthz, /readyz, /metrics, /routes, /upstreams, /config/errors, POST /reload";
 
 /**
  * Makes the admin listener's handler. Requests that {@linkcode adminRefusal}
@@ -37,6 +39,7 @@ const PATHS =
  * const handler = createAdminHandler({
  *   ready: () => true,
  *   routes: () => ({ listeners: [] }),
+ *   upstreams: () => ({ services: [] }),
  *   configErrors: () => ({ errors: [] }),
  *   reload: () => Promise.resolve({ ok: true, result: {} }),
  *   metrics: () => "",
@@ -59,6 +62,7 @@ const PATHS =
  * const handler = createAdminHandler({
  *   ready: () => true,
  *   routes: () => ({ listeners: [] }),
+ *   upstreams: () => ({ services: [] }),
  *   configErrors: () => ({ errors: [] }),
  *   reload: () => Promise.resolve({ ok: true, result: { reloads: ++reloads } }),
  *   metrics: () => "",
@@ -98,6 +102,8 @@ export function createAdminHandler(
         });
       case "GET /routes":
         return json(200, state.routes());
+      case "GET /upstreams":
+        return json(200, state.upstreams());
       case "GET /config/errors":
         return json(200, state.configErrors());
       case "POST /reload": {
@@ -111,6 +117,7 @@ export function createAdminHandler(
         "/readyz",
         "/metrics",
         "/routes",
+        "/upstreams",
         "/config/errors",
         "/reload",
       ].includes(pathname)

@@ -8,7 +8,7 @@ import {
   addressesOverlap,
   formatListenAddress,
   type ListenAddress,
-} from "./address.ts";
+} from "../address.ts";
 import { ConfigError, type SourcePosition } from "./errors.ts";
 import { type ServiceConfig, shownValue } from "./service.ts";
 

@@ -9,8 +9,10 @@
 import { z } from "zod";
 import { DURATION_PATTERN } from "./duration.ts";
 
+// `+srv` URLs are only told apart here: whether the rest is an SRV name,
+// without port or path, validate checks, so its messages can say which.
 const UPSTREAM_URL =
-  /^(?:https?:\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?\/?|(?:tcp|tls):\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|unix:\/\S+)$/;
+  /^(?:https?:\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?\/?|(?:tcp|tls):\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|(?:https?|tcp|tls)\+srv:\/\/\S+|unix:\/\S+)$/;
 
 /** `scheme://user:password@host`: user info before the host. */
 const USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*@/;
@@ -35,12 +37,45 @@ const upstreamUrl = z.string().refine((url) => !USERINFO.test(url), {
   error:
     "is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, or unix:/path)",
 }).describe(
-  "http://host[:port] or https://host[:port] for HTTP; tcp://host:port, tls://host:port or unix:/path for TCP",
+  "http://host[:port] or https://host[:port] for HTTP; tcp://host:port, tls://host:port or unix:/path for TCP; http+srv://, https+srv://, tcp+srv:// or tls+srv:// with an SRV name (_service._proto.name) to take endpoints from SRV records",
 );
 
 const duration = z.string().regex(DURATION_PATTERN, {
   error: "is not a duration (use a number and a unit: 250ms, 2s, 5m, 1h)",
 });
+
+/** An HTTP token (RFC 9110): what header and cookie names are made of. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+
+/** What `hash_on` may be. */
+const HASH_ON = new RegExp(
+  `^(?:source_ip|path|header:${TOKEN}|cookie:${TOKEN})$`,
+);
+
+/** One status or an inclusive range of them, as health_check.expect_status writes it. */
+const STATUS_RANGE = /^[1-5]\d\d(?:-[1-5]\d\d)?$/;
+
+const status = z.int().min(100).max(599);
+const statusRange = z.string().regex(STATUS_RANGE, {
+  error: "is not a status or a range of statuses (use 200 or 200-399)",
+});
+
+/** 0% to 100%, decimals allowed. */
+const PERCENTAGE = /^(?:100(?:\.0+)?|\d{1,2}(?:\.\d+)?)%$/;
+
+const limit = z.int().min(1).max(1_000_000);
+
+/** The failures a retry may be for. */
+const RETRY_ON = [
+  "connect_failure",
+  "reset",
+  "timeout",
+  500,
+  501,
+  502,
+  503,
+  504,
+] as const;
 
 /** The schema of one route file. */
 export const routeFileSchema = z.strictObject({
@@ -64,7 +99,10 @@ export const routeFileSchema = z.strictObject({
           "Relative share of traffic, 1 to 1000 (default 1)",
         ),
       }),
-    ]),
+    ], {
+      error:
+        "is not an upstream (use a URL string, or a mapping with url: and weight:)",
+    }),
   ).min(1, { error: "needs at least one upstream" }).describe(
     "One or more endpoints: a URL, or { url, weight }",
   ),
@@ -99,6 +137,117 @@ export const routeFileSchema = z.strictObject({
       "Time with no bytes in either direction before a body stream or TCP connection is closed (default 60s for HTTP, 1h for TCP)",
     ),
   }).optional().describe("Timeouts, as durations such as 250ms, 2s, 5m"),
+  balance: z.enum([
+    "round_robin",
+    "least_request",
+    "random",
+    "ring_hash",
+    "maglev",
+  ])
+    .optional().describe(
+      "How an endpoint is chosen: round_robin (default, smooth weighted), least_request, random, ring_hash or maglev",
+    ),
+  hash_on: z.string().regex(HASH_ON, {
+    error:
+      "is not a hash key (use source_ip, path, header:NAME or cookie:NAME, where NAME is a header or cookie name such as x-user)",
+  }).optional().describe(
+    "balance ring_hash and maglev only: what to hash: source_ip (default), path, header:NAME or cookie:NAME; TCP services hash source_ip only",
+  ),
+  health_check: z.strictObject({
+    path: z.string().regex(/^\/[\x21-\x7E]*$/, {
+      error:
+        "is not a path to check (start with /, printable ASCII without spaces; percent-encode the rest)",
+    }).optional().describe("HTTP only: the path to GET (default /)"),
+    expect_status: z.union([
+      status,
+      statusRange,
+      z.array(z.union([status, statusRange], {
+        error: "is not a status or a range of statuses (use 200 or 200-399)",
+      })).min(1, { error: "needs at least one status or range" }),
+    ], {
+      error:
+        "is not a status, a range or a list of them (use 200, 200-399 or [200, 204, 300-399])",
+    }).optional().describe(
+      "HTTP only: the statuses that pass: a status (200), a range (200-399) or a list of them; default 200-399",
+    ),
+    send: z.string().optional().describe(
+      "TCP only: bytes to send once connected; default: send nothing",
+    ),
+    expect: z.string().optional().describe(
+      "TCP only: bytes the answer must start with; default: a connection that opens passes",
+    ),
+    interval: duration.optional().describe(
+      "Time between two checks of one endpoint, jittered by up to 10% (default 5s)",
+    ),
+    timeout: duration.optional().describe(
+      "Time for one check, connect included; less than interval (default 1s)",
+    ),
+    healthy_threshold: z.int().min(1).max(100).optional().describe(
+      "Consecutive passes that make an unhealthy endpoint healthy, 1 to 100 (default 2)",
+    ),
+    unhealthy_threshold: z.int().min(1).max(100).optional().describe(
+      "Consecutive failures that make a healthy endpoint unhealthy, 1 to 100 (default 3)",
+    ),
+  }).optional().describe(
+    "Active health checks, off unless given: HTTP services GET path, TCP services connect (and send and expect bytes when given)",
+  ),
+  outlier: z.strictObject({
+    consecutive_failures: z.int().min(0).max(1000).optional().describe(
+      "Consecutive failures (connect failures, resets, timeouts, 502, 503, 504) that eject an endpoint, 0 to 1000; 0 turns ejection off (default 5)",
+    ),
+    base_ejection: duration.optional().describe(
+      "How long an endpoint stays ejected, times its ejections so far, capped at 300s (default 30s)",
+    ),
+    max_ejection_percent: z.int().min(0).max(100).optional().describe(
+      "At most this percentage of a service's endpoints are ejected at once, 0 to 100 (default 50)",
+    ),
+  }).optional().describe(
+    "Passive outlier ejection: endpoints that keep failing are taken out for a while; on by default",
+  ),
+  retries: z.strictObject({
+    attempts: z.int().min(1).max(10).optional().describe(
+      "Tries in all, the first included, 1 to 10; 1 turns retries off (default 2)",
+    ),
+    on: z.array(z.literal(RETRY_ON)).min(1, {
+      error:
+        "needs at least one failure to retry (connect_failure, reset, timeout, 500 to 504); to turn retries off, set attempts: 1",
+    }).optional().describe(
+      "Failures that are retried: connect_failure, reset, timeout, 500, 501, 502, 503, 504; TCP services retry connect_failure only (default [connect_failure, reset] for HTTP, [connect_failure] for TCP)",
+    ),
+    per_try_timeout: duration.optional().describe(
+      "HTTP only: time for one try until the response headers arrive (default: timeouts.request)",
+    ),
+    budget: z.union([
+      z.string().regex(PERCENTAGE, {
+        error: "is not a percentage from 0% to 100% (such as 20%)",
+      }),
+      z.number().min(0).max(100),
+    ], { error: "is not a percentage (use 0% to 100%, such as 20%)" })
+      .optional().describe(
+        "HTTP only: at most this share of a service's active requests may be retries, always at least 3: a percentage such as 20% (default 20%)",
+      ),
+    retry_non_idempotent: z.boolean().optional().describe(
+      "HTTP only: retry requests with non-idempotent methods (POST, PATCH) too (default false)",
+    ),
+  }).optional().describe(
+    "When a failed request or connection is tried again on another endpoint; default: 2 attempts on connect_failure and reset, idempotent methods only",
+  ),
+  limits: z.strictObject({
+    max_connections: limit.optional().describe(
+      "Upstream connections per endpoint, 1 to 1000000 (default 1024)",
+    ),
+    max_pending: limit.optional().describe(
+      "Requests waiting for an upstream connection, per service, 1 to 1000000 (default 1024)",
+    ),
+    max_requests: limit.optional().describe(
+      "Requests (or TCP connections) in flight, per service, 1 to 1000000 (default 1024)",
+    ),
+  }).optional().describe(
+    "Circuit breaking: over a limit, an HTTP request gets an immediate 503 and a TCP connection is closed",
+  ),
+  dns_refresh: duration.optional().describe(
+    "How often host names and SRV names of upstream URLs are resolved again, at least 100ms (default 5s)",
+  ),
 });
 
 /** A route file as written, after interpolation and schema validation. */
@@ -140,13 +289,21 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] {
  * import assert from "node:assert/strict";
  * import { numberRangeAt } from "./schema.ts";
  * assert.deepEqual(numberRangeAt(["upstreams", 0, "weight"]), { min: 1, max: 1000, integer: true });
+ * // Where a number is one option of several, its range.
+ * assert.deepEqual(numberRangeAt(["health_check", "expect_status", 2]), { min: 100, max: 599, integer: true });
+ * assert.deepEqual(numberRangeAt(["retries", "budget"]), { min: 0, max: 100, integer: false });
  * assert.equal(numberRangeAt(["listen"]), undefined);
  * ```
  */
 export function numberRangeAt(
   path: readonly PropertyKey[],
 ): { min: number; max: number; integer: boolean } | undefined {
-  const schema = schemaAt(path);
+  let schema = schemaAt(path);
+  if (schema instanceof z.ZodUnion) {
+    schema = schema.options.find((o) => o instanceof z.ZodNumber) as
+      | z.ZodType
+      | undefined;
+  }
   if (!(schema instanceof z.ZodNumber)) return undefined;
   const { minValue: min, maxValue: max } = schema;
   return min !== null && max !== null && Number.isFinite(min) &&
@@ -155,11 +312,21 @@ export function numberRangeAt(
     : undefined;
 }
 
-/** The schema of the value at `path`; for an upstream, its mapping form. */
+/**
+ * The schema of the value at `path`. Where a value may take several forms
+ * (a union), the path's next segment picks one: an index the list form, a key
+ * the mapping form.
+ */
 function schemaAt(path: readonly PropertyKey[]): z.ZodType | undefined {
   let schema: z.ZodType = routeFileSchema;
   for (const segment of path) {
     schema = unwrap(schema);
+    if (schema instanceof z.ZodUnion) {
+      const form = typeof segment === "number" ? z.ZodArray : z.ZodObject;
+      const option = schema.options.find((o) => o instanceof form);
+      if (!option) return undefined;
+      schema = option as z.ZodType;
+    }
     if (schema instanceof z.ZodArray) {
       if (typeof segment !== "number") return undefined;
       schema = schema.element as z.ZodType;

@@ -5,11 +5,12 @@
  * Checks one file at a time; conflicts between files are plan's job.
  * @module
  */
+import { isIPv4, isIPv6 } from "node:net";
 import { isMap, isScalar, LineCounter, parseAllDocuments, visit } from "yaml";
 import type { Document, Node as YamlNode } from "yaml";
 import type { z } from "zod";
-import { parseListenAddress } from "./address.ts";
-import { parseDuration } from "./duration.ts";
+import { parseListenAddress } from "../address.ts";
+import { formatDuration, parseDuration } from "./duration.ts";
 import { ConfigError, formatKeyPath, type SourcePosition } from "./errors.ts";
 import {
   interpolate,
@@ -26,7 +27,12 @@ import {
   SERVICE_NAME_RULE,
 } from "./schema.ts";
 import {
+  DEFAULT_RESILIENCE,
   DEFAULT_TIMEOUTS,
+  type HashOnConfig,
+  type HealthCheckConfig,
+  type RetriesConfig,
+  type RetryOn,
   type ServiceConfig,
   type UpstreamConfig,
 } from "./service.ts";
@@ -346,11 +352,10 @@ function issueDetail(issue: z.core.$ZodIssue, value: unknown): string {
     case "invalid_value":
       return `${describe(value)} is not one of ${
         issue.values.map(String).join(", ")
-      }`;
+      }${valueHint(value, issue.values)}`;
     case "invalid_union":
-      return `${
-        describe(value)
-      } is not an upstream (use a URL string, or a mapping with url: and weight:)`;
+      // Each union in the schema says what it accepts.
+      return `${describe(value)} ${issue.message}`;
     case "too_small":
       if (issue.origin === "array") return issue.message;
       return range
@@ -389,14 +394,39 @@ function describe(value: unknown): string {
   return typeof value === "string" ? JSON.stringify(value) : String(value);
 }
 
+/** " (did you mean ...?)" for a value that is not one of `values`, or "". */
+function valueHint(value: unknown, values: readonly unknown[]): string {
+  if (typeof value !== "string") return "";
+  // `on: ["502"]`: a status written as a string.
+  if (values.includes(Number(value))) return ` (write ${value} without quotes)`;
+  const guess = closest(
+    value,
+    values.filter((v): v is string => typeof v === "string"),
+  );
+  return guess === undefined ? "" : ` (did you mean "${guess}"?)`;
+}
+
 function unknownKeyMessage(key: string, known: readonly string[]): string {
-  const closest = known
-    .map((candidate) => ({ candidate, distance: editDistance(key, candidate) }))
+  const guess = closest(key, known);
+  return guess === undefined
+    ? `unknown key "${key}" (valid keys: ${known.join(", ")})`
+    : `unknown key "${key}" (did you mean "${guess}"?)`;
+}
+
+/** The candidate `word` is most likely a typo of, if any is close enough. */
+function closest(
+  word: string,
+  candidates: readonly string[],
+): string | undefined {
+  const best = candidates
+    .map((candidate) => ({
+      candidate,
+      distance: editDistance(word, candidate),
+    }))
     .sort((a, b) => a.distance - b.distance)[0];
-  if (closest && closest.distance <= Math.max(2, Math.floor(key.length / 3))) {
-    return `unknown key "${key}" (did you mean "${closest.candidate}"?)`;
-  }
-  return `unknown key "${key}" (valid keys: ${known.join(", ")})`;
+  return best && best.distance <= Math.max(2, Math.floor(word.length / 3))
+    ? best.candidate
+    : undefined;
 }
 
 function editDistance(a: string, b: string): number {
@@ -427,6 +457,10 @@ function buildService(
 ): FileResult {
   const errors: ConfigError[] = [];
   const position = (...path: PropertyKey[]) => at(offsetOf(document, path));
+  const report: Report = (path, detail) =>
+    errors.push(
+      new ConfigError(position(...path), formatKeyPath(path), detail),
+    );
 
   let listen: ServiceConfig["listen"] | undefined;
   try {
@@ -447,15 +481,8 @@ function buildService(
       typeof entry === "string" ? 1 : entry.weight ?? 1,
     );
     const written = shown[formatKeyPath(path)] ?? url;
-    const { address } = upstream.config;
-    if (address.transport === "tcp" && !validPort(address.port)) {
-      errors.push(
-        new ConfigError(
-          position(...path),
-          formatKeyPath(path),
-          `"${written}": the port must be 1 to 65535`,
-        ),
-      );
+    if (upstream.problem !== undefined) {
+      report(path, `"${written}": ${upstream.problem}`);
     }
     return { path, written, upstream };
   });
@@ -531,7 +558,13 @@ function buildService(
       ),
     );
   }
-  if (errors.length > 0 || listen === undefined || protocol === undefined) {
+  const resilience = protocol === undefined
+    ? undefined
+    : buildResilience(route, protocol, shown, report);
+  if (
+    errors.length > 0 || listen === undefined || protocol === undefined ||
+    resilience === undefined
+  ) {
     return { errors };
   }
 
@@ -558,6 +591,7 @@ function buildService(
       request: parseTimeout(timeouts.request, DEFAULT_TIMEOUTS.request),
       idle: parseTimeout(timeouts.idle, DEFAULT_TIMEOUTS.idle[protocol]),
     },
+    ...resilience,
     shown,
     positions: {
       listen: position("listen"),
@@ -570,6 +604,298 @@ function buildService(
 
 function validPort(port: number): boolean {
   return port >= 1 && port <= 65535;
+}
+
+/** Records an error at the value of `path`. */
+type Report = (path: readonly PropertyKey[], detail: string) => void;
+
+/** The keys of issue 10: how endpoints are chosen, checked and spared. */
+type Resilience = Pick<
+  ServiceConfig,
+  | "balance"
+  | "hashOn"
+  | "healthCheck"
+  | "outlier"
+  | "retries"
+  | "limits"
+  | "dnsRefresh"
+>;
+
+/** The smallest `dns_refresh`: resolving more often only loads the DNS server. */
+const MIN_DNS_REFRESH = 100;
+
+/**
+ * Checks the resilience keys against each other and the protocol, and fills
+ * every default: nothing downstream defaults again.
+ */
+function buildResilience(
+  route: RouteFile,
+  protocol: "http" | "tcp",
+  shown: Readonly<Record<string, string>>,
+  report: Report,
+): Resilience {
+  const written = (path: readonly PropertyKey[], value: string): string =>
+    shown[formatKeyPath(path)] ?? value;
+  const duration: DurationAt = (path, fallback, example = fallback) => {
+    const text = valueAt(route, path);
+    if (typeof text !== "string") return fallback;
+    const ms = parseDuration(text);
+    if (ms <= 0) {
+      report(
+        path,
+        `"${
+          written(path, text)
+        }" is too short: use a duration above 0, such as ${
+          formatDuration(example)
+        }`,
+      );
+    }
+    return ms;
+  };
+
+  const defaults = DEFAULT_RESILIENCE;
+  const balance = route.balance ?? defaults.balance;
+  const hashOn = buildHashOn(route, balance, protocol, written, report);
+  const healthCheck = buildHealthCheck(
+    route.health_check,
+    protocol,
+    duration,
+    written,
+    report,
+  );
+  const outlier = route.outlier ?? {};
+  const retries = buildRetries(route.retries, protocol, duration, report);
+  const limits = route.limits ?? {};
+  const dnsRefresh = duration(["dns_refresh"], defaults.dnsRefresh);
+  if (dnsRefresh > 0 && dnsRefresh < MIN_DNS_REFRESH) {
+    report(
+      ["dns_refresh"],
+      `"${
+        written(["dns_refresh"], route.dns_refresh!)
+      }" is too short: use at least ${
+        formatDuration(MIN_DNS_REFRESH)
+      } (resolving more often only loads the DNS server)`,
+    );
+  }
+  return {
+    balance,
+    hashOn,
+    healthCheck,
+    outlier: {
+      consecutiveFailures: outlier.consecutive_failures ??
+        defaults.outlier.consecutiveFailures,
+      baseEjection: duration(
+        ["outlier", "base_ejection"],
+        defaults.outlier.baseEjection,
+      ),
+      maxEjectionPercent: outlier.max_ejection_percent ??
+        defaults.outlier.maxEjectionPercent,
+    },
+    retries,
+    limits: {
+      maxConnections: limits.max_connections ??
+        defaults.limits.maxConnections,
+      maxPending: limits.max_pending ?? defaults.limits.maxPending,
+      maxRequests: limits.max_requests ?? defaults.limits.maxRequests,
+    },
+    dnsRefresh,
+  };
+}
+
+/** What ring_hash and maglev hash; null for the other policies. */
+function buildHashOn(
+  route: RouteFile,
+  balance: ServiceConfig["balance"],
+  protocol: "http" | "tcp",
+  written: (path: readonly PropertyKey[], value: string) => string,
+  report: Report,
+): HashOnConfig | null {
+  const text = route.hash_on;
+  if (balance !== "ring_hash" && balance !== "maglev") {
+    if (text !== undefined) {
+      report(
+        ["hash_on"],
+        `applies to balance ring_hash or maglev only; balance is ${balance}${
+          route.balance === undefined ? " (the default)" : ""
+        }`,
+      );
+    }
+    return null;
+  }
+  if (text === undefined) return DEFAULT_RESILIENCE.hashOn;
+  const hashOn = parseHashOn(text);
+  if (protocol === "tcp" && hashOn.kind !== "source_ip") {
+    report(
+      ["hash_on"],
+      `"${
+        written(["hash_on"], text)
+      }" does not apply to TCP services: they hash source_ip only`,
+    );
+  }
+  return hashOn;
+}
+
+/** Splits a `hash_on` the schema accepted; header names are lowercased. */
+function parseHashOn(text: string): HashOnConfig {
+  const colon = text.indexOf(":");
+  if (colon < 0) return { kind: text === "path" ? "path" : "source_ip" };
+  const name = text.slice(colon + 1);
+  return text.startsWith("header:")
+    ? { kind: "header", name: name.toLowerCase() }
+    : { kind: "cookie", name };
+}
+
+/**
+ * The duration at `path` in milliseconds, or `fallback` when not given; one
+ * of 0 is an error that suggests `example`.
+ */
+type DurationAt = (
+  path: readonly PropertyKey[],
+  fallback: number,
+  example?: number,
+) => number;
+
+const HTTP_CHECK_KEYS = ["path", "expect_status"] as const;
+const TCP_CHECK_KEYS = ["send", "expect"] as const;
+
+/** Active health checks, or null when the route file asks for none. */
+function buildHealthCheck(
+  check: RouteFile["health_check"],
+  protocol: "http" | "tcp",
+  duration: DurationAt,
+  written: (path: readonly PropertyKey[], value: string) => string,
+  report: Report,
+): HealthCheckConfig | null {
+  if (check === undefined) return null;
+  const defaults = DEFAULT_RESILIENCE.healthCheck;
+  for (const key of protocol === "http" ? TCP_CHECK_KEYS : HTTP_CHECK_KEYS) {
+    if (check[key] === undefined) continue;
+    report(
+      ["health_check", key],
+      protocol === "http"
+        ? "applies to TCP services only; an HTTP check GETs health_check.path and checks the status against health_check.expect_status"
+        : "applies to HTTP services only; a TCP check connects, then sends health_check.send and reads health_check.expect when given",
+    );
+  }
+  const interval = duration(["health_check", "interval"], defaults.interval);
+  const timeout = duration(["health_check", "timeout"], defaults.timeout);
+  if (interval > 0 && timeout > 0 && timeout >= interval) {
+    if (check.timeout !== undefined) {
+      report(
+        ["health_check", "timeout"],
+        `"${
+          written(["health_check", "timeout"], check.timeout)
+        }" must be less than health_check.interval (${
+          formatDuration(interval)
+        }${
+          check.interval === undefined ? ", the default" : ""
+        }): a check ends before the next one starts`,
+      );
+    } else {
+      report(
+        ["health_check", "interval"],
+        `"${
+          written(["health_check", "interval"], check.interval!)
+        }" must be more than health_check.timeout (${
+          formatDuration(timeout)
+        }, the default): a check ends before the next one starts (or set a shorter timeout)`,
+      );
+    }
+  }
+  const http = protocol === "http";
+  return {
+    path: http ? check.path ?? defaults.path : null,
+    send: http ? null : check.send ?? null,
+    expect: http ? null : check.expect ?? null,
+    interval,
+    timeout,
+    healthyThreshold: check.healthy_threshold ?? defaults.healthyThreshold,
+    unhealthyThreshold: check.unhealthy_threshold ??
+      defaults.unhealthyThreshold,
+    expectStatus: !http
+      ? []
+      : check.expect_status === undefined
+      ? defaults.expectStatus
+      : statusRanges(check.expect_status, report),
+  };
+}
+
+/** `200`, `"200-399"` or a list of them as inclusive ranges. */
+function statusRanges(
+  spec: NonNullable<NonNullable<RouteFile["health_check"]>["expect_status"]>,
+  report: Report,
+): [number, number][] {
+  const entries = Array.isArray(spec) ? spec : [spec];
+  return entries.map((entry, index) => {
+    if (typeof entry === "number") return [entry, entry];
+    const [low, high = low] = entry.split("-").map(Number) as [
+      number,
+      number?,
+    ];
+    if (low > high) {
+      report(
+        Array.isArray(spec)
+          ? ["health_check", "expect_status", index]
+          : ["health_check", "expect_status"],
+        `"${entry}" is not a range: its first status is above its last (write ${high}-${low})`,
+      );
+    }
+    return [low, high];
+  });
+}
+
+const HTTP_RETRY_KEYS = [
+  "per_try_timeout",
+  "budget",
+  "retry_non_idempotent",
+] as const;
+
+/** Retries; a TCP service retries only connections that failed to open. */
+function buildRetries(
+  retries: RouteFile["retries"],
+  protocol: "http" | "tcp",
+  duration: DurationAt,
+  report: Report,
+): RetriesConfig {
+  const defaults = DEFAULT_RESILIENCE.retries;
+  if (protocol === "tcp") {
+    for (const key of HTTP_RETRY_KEYS) {
+      if (retries?.[key] === undefined) continue;
+      report(
+        ["retries", key],
+        "applies to HTTP services only; TCP services retry connections that failed to open (retries.attempts and retries.on: [connect_failure])",
+      );
+    }
+    retries?.on?.forEach((on, index) => {
+      if (on === "connect_failure") return;
+      report(
+        ["retries", "on", index],
+        `${
+          describe(on)
+        } does not apply to TCP services: they retry connect_failure only (once bytes have flowed, a connection cannot be replayed)`,
+      );
+    });
+  }
+  const on: readonly RetryOn[] = retries?.on !== undefined
+    ? [...new Set(retries.on)]
+    : protocol === "tcp"
+    ? ["connect_failure"]
+    : defaults.on;
+  const budget = retries?.budget;
+  return {
+    attempts: retries?.attempts ?? defaults.attempts,
+    on,
+    perTryTimeout: protocol === "tcp" || retries?.per_try_timeout === undefined
+      ? defaults.perTryTimeout
+      : duration(["retries", "per_try_timeout"], 0, 2_000),
+    budgetPercent: budget === undefined
+      ? defaults.budgetPercent
+      : typeof budget === "number"
+      ? budget
+      : Number(budget.slice(0, -1)),
+    retryNonIdempotent: retries?.retry_non_idempotent ??
+      defaults.retryNonIdempotent,
+  };
 }
 
 /** Shorter secret values are not worth garbling a message over. */
@@ -596,16 +922,26 @@ function parseTimeout(text: string | undefined, fallback: number): number {
   return text === undefined ? fallback : parseDuration(text);
 }
 
+/** What the part of an SRV URL after `://` must be: `_service._proto.name`. */
+const SRV_NAME =
+  /^_[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\._[A-Za-z0-9]+(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+\.?$/;
+
+/** A parsed upstream URL, and what is wrong with it if anything is. */
+interface ParsedUpstream {
+  readonly protocol: "http" | "tcp";
+  readonly config: UpstreamConfig;
+  /** Why the URL cannot be used, for a message after the URL as written. */
+  readonly problem?: string;
+}
+
 /** Splits an upstream URL the schema accepted into where and how to connect. */
-function parseUpstream(
-  url: string,
-  weight: number,
-): { protocol: "http" | "tcp"; config: UpstreamConfig } {
+function parseUpstream(url: string, weight: number): ParsedUpstream {
   if (url.startsWith("unix:")) {
     return {
       protocol: "tcp",
       config: {
         url,
+        discovery: "static",
         address: { transport: "unix", path: url.slice("unix:".length) },
         tls: false,
         authority: "localhost",
@@ -614,22 +950,67 @@ function parseUpstream(
     };
   }
   const scheme = url.slice(0, url.indexOf(":"));
-  const authority = url.slice(scheme.length + 3).replace(/\/$/, "");
+  const base = scheme.replace(/\+srv$/, "");
+  const protocol = base === "http" || base === "https" ? "http" : "tcp";
+  const tls = base === "https" || base === "tls";
+  const rest = url.slice(scheme.length + "://".length);
+  if (base !== scheme) {
+    return parseSrvUpstream(url, rest, protocol, tls, weight);
+  }
+  const authority = rest.replace(/\/$/, "");
   const portMatch = /:(\d+)$/.exec(authority);
   const host = portMatch ? authority.slice(0, portMatch.index) : authority;
-  const defaultPort = scheme === "https" ? 443 : 80;
-  return {
-    protocol: scheme === "http" || scheme === "https" ? "http" : "tcp",
-    config: {
-      url,
-      address: {
-        transport: "tcp",
-        hostname: host.startsWith("[") ? host.slice(1, -1) : host,
-        port: portMatch ? Number(portMatch[1]) : defaultPort,
-      },
-      tls: scheme === "https" || scheme === "tls",
-      authority,
-      weight,
-    },
+  const hostname = host.startsWith("[") ? host.slice(1, -1) : host;
+  const port = portMatch ? Number(portMatch[1]) : base === "https" ? 443 : 80;
+  const config: UpstreamConfig = {
+    url,
+    discovery: isIPv4(hostname) || isIPv6(hostname) ? "static" : "dns",
+    address: { transport: "tcp", hostname, port },
+    tls,
+    authority,
+    weight,
   };
+  const problem = host.startsWith("[") && !isIPv6(hostname)
+    ? "the host in [ ] is not an IPv6 address"
+    : /^[\d.]+$/.test(hostname) && !isIPv4(hostname)
+    ? "the host is not an IPv4 address (four numbers from 0 to 255, such as 10.0.0.1)"
+    : !validPort(port)
+    ? "the port must be 1 to 65535"
+    : undefined;
+  return problem === undefined
+    ? { protocol, config }
+    : { protocol, config, problem };
+}
+
+/** An `http+srv://`, `https+srv://`, `tcp+srv://` or `tls+srv://` URL. */
+function parseSrvUpstream(
+  url: string,
+  rest: string,
+  protocol: "http" | "tcp",
+  tls: boolean,
+  weight: number,
+): ParsedUpstream {
+  // Like http://host/, an HTTP SRV URL may end in "/".
+  const name = protocol === "http" ? rest.replace(/\/$/, "") : rest;
+  const config: UpstreamConfig = {
+    url,
+    discovery: "srv",
+    address: { transport: "tcp", hostname: name, port: 0 },
+    tls,
+    authority: name,
+    weight,
+  };
+  const example = protocol === "http"
+    ? "_http._tcp.users.default.svc.cluster.local"
+    : "_redis._tcp.redis.default.svc.cluster.local";
+  const problem = /[/?#]/.test(name)
+    ? "an SRV URL has no path: it names the SRV records, whose targets are the endpoints"
+    : /:\d*$/.test(name)
+    ? "an SRV URL has no port: each SRV record gives its endpoint's port"
+    : !SRV_NAME.test(name)
+    ? `the name is not an SRV name (use _service._proto.name, such as ${example})`
+    : undefined;
+  return problem === undefined
+    ? { protocol, config }
+    : { protocol, config, problem };
 }

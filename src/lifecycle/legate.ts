@@ -10,18 +10,21 @@
  * @module
  */
 import { createAdminHandler, renderMetrics } from "../admin/admin.ts";
-import type { ListenAddress } from "../config/address.ts";
-import { formatListenAddress, parseListenAddress } from "../config/address.ts";
+import type { ListenAddress } from "../address.ts";
+import { formatListenAddress, parseListenAddress } from "../address.ts";
 import { type ConfigSnapshot, loadConfig } from "../config/config.ts";
 import { type ConfigError, RoutesDirectoryError } from "../config/errors.ts";
-import { formatDuration } from "../config/duration.ts";
 import type { ReferenceSource } from "../config/interpolate.ts";
 import type { ListenerPlan } from "../config/plan.ts";
-import { type ServiceConfig, shownValue } from "../config/service.ts";
+import type { ServiceConfig } from "../config/service.ts";
 import { type RoutesWatch, watchRoutes } from "../config/watch.ts";
 import type { Logger } from "../log.ts";
 import { HttpRouter } from "../router/router.ts";
-import { createHttpHandler, type HttpRoute } from "../server/http_proxy.ts";
+import {
+  createHttpHandler,
+  type HttpProxyContext,
+  type HttpRoute,
+} from "../server/http_proxy.ts";
 import {
   type HttpListenerOptions,
   serveHttp,
@@ -31,8 +34,20 @@ import { serveTcp } from "../server/tcp_listener.ts";
 import { createTcpHandler, type TcpRoute } from "../server/tcp_proxy.ts";
 import { Traffic } from "../server/traffic.ts";
 import { Http1Transport } from "../transport/http1/client.ts";
-import { Reachability } from "../upstream/reachability.ts";
-import { RoundRobin } from "../upstream/round_robin.ts";
+import { Discovery } from "../upstream/discovery.ts";
+import { probeEndpoint } from "../upstream/health.ts";
+import { ClusterRegistry, type StagedClusters } from "../upstream/registry.ts";
+import {
+  clusterSettings,
+  httpRouteSettings,
+  tcpRouteSettings,
+} from "./build.ts";
+import {
+  logStartup,
+  routesReport,
+  upstreamMetrics,
+  upstreamsReport,
+} from "./reports.ts";
 
 /** How often, and how far apart, a reload retries binding a busy address. */
 const REBIND_ATTEMPTS = 40;
@@ -71,6 +86,11 @@ export interface LegateOptions {
    * @default {1024}
    */
   readonly maxIdleConnections?: number;
+  /**
+   * The DNS server that resolves upstream host names and SRV names; the
+   * system's (/etc/resolv.conf) when absent.
+   */
+  readonly resolver?: { readonly hostname: string; readonly port: number };
 }
 
 /** The route files are invalid; `errors` has every problem. */
@@ -129,15 +149,16 @@ interface ActiveListener extends OpenListener {
   plan: ListenerPlan;
   readonly listener: RunningListener;
   /** Swaps the routing table; work in flight keeps the old one. */
-  update(plan: ListenerPlan): void;
+  update(plan: ListenerPlan, clusters: StagedClusters): void;
 }
 
 interface Context {
   readonly transport: Http1Transport;
   readonly log: Logger;
-  readonly reachability: Reachability;
   readonly traffic: Traffic;
   readonly http: HttpListenerOptions;
+  readonly clusters: ClusterRegistry;
+  readonly logPhase: HttpProxyContext["logPhase"];
 }
 
 /**
@@ -226,11 +247,46 @@ export class Legate {
     if (result.errors) throw new InvalidConfigError(result.errors);
     const { config } = result;
     const adminAddress = parseAdminAddress(options.admin);
+    const traffic = new Traffic();
     const context: Context = {
       transport: new Http1Transport(),
       log,
-      reachability: new Reachability(log),
-      traffic: new Traffic(),
+      traffic,
+      clusters: new ClusterRegistry({
+        log,
+        discover: async (sources, refreshMs, onChange) => {
+          const discovery = new Discovery(sources, {
+            refreshMs,
+            onChange,
+            onLookupError: (url, reason) =>
+              log.warn("upstream lookup failed: keeping its last answer", {
+                upstream: url,
+                reason,
+              }),
+            onLookupRecovered: (url) =>
+              log.info("upstream lookup works again", { upstream: url }),
+            ...(options.resolver ? { resolver: options.resolver } : {}),
+          });
+          const endpoints = await discovery.start();
+          return { endpoints, stop: () => void discovery.stop() };
+        },
+        probe: probeEndpoint,
+      }),
+      logPhase: [
+        (outcome) => traffic.observe(outcome),
+        (outcome) => {
+          if (log.enabled("debug")) {
+            log.debug("request", {
+              service: outcome.service,
+              method: outcome.method,
+              target: outcome.target,
+              upstream: outcome.endpoint?.location ?? null,
+              status: outcome.status,
+              attempts: outcome.attempts,
+            });
+          }
+        },
+      ],
       http: {
         ...(options.headerTimeout === undefined
           ? {}
@@ -248,6 +304,7 @@ export class Legate {
     // The admin listener opens first and learns the instance once it exists.
     const started: { legate?: Legate } = {};
     let admin: RunningListener | undefined;
+    let staged: StagedClusters | undefined;
     try {
       admin = await serveHttp(
         adminAddress,
@@ -264,19 +321,26 @@ export class Legate {
               result: outcome,
             };
           },
+          upstreams: () => upstreamsReport(context.clusters.clusters),
           metrics: () => started.legate ? started.legate.#metrics() : "",
         }),
         context.http,
       );
+      staged = await context.clusters.stage(
+        config.services.map(clusterSettings),
+      );
       for (const plan of config.plan.listeners) {
-        listeners.set(plan.key, await openListener(plan, context));
+        listeners.set(plan.key, await openListener(plan, context, staged));
       }
+      await staged.commit();
     } catch (error) {
       await Promise.all(
         [admin, ...[...listeners.values()].map((l) => l.listener)].map((l) =>
           l?.drain(0)
         ),
       );
+      staged?.abort();
+      context.clusters.close();
       context.transport.close();
       if (error instanceof ListenError) {
         const plan = config.plan.listeners[listeners.size];
@@ -366,6 +430,7 @@ export class Legate {
       ...[...this.#listeners.values()].map((l) => l.listener.drain(deadlineMs)),
       ...this.#draining,
     ]);
+    this.#context.clusters.close();
     this.#context.transport.close();
     await this.admin.drain(0);
     return cuts.reduce((sum, n) => sum + n, 0);
@@ -402,13 +467,17 @@ export class Legate {
     const added = [...desired.values()].filter((p) =>
       !this.#listeners.has(p.key)
     );
+    const clusters = await this.#context.clusters.stage(
+      next.services.map(clusterSettings),
+    );
     const opened = new Map<string, ActiveListener>();
     try {
       for (const plan of added) {
-        opened.set(plan.key, await this.#open(plan));
+        opened.set(plan.key, await this.#open(plan, clusters));
       }
     } catch (error) {
       await Promise.all([...opened.values()].map((l) => l.listener.drain(0)));
+      clusters.abort();
       if (!(error instanceof ListenError)) throw error;
       const plan = added[opened.size]!;
       return this.#rejected(trigger, "failed", [
@@ -425,7 +494,7 @@ export class Legate {
           fingerprintServices(plan.services) !==
             fingerprintServices(active.plan.services)
         ) {
-          active.update(plan);
+          active.update(plan, clusters);
           updated.push(key);
         }
         continue;
@@ -444,12 +513,13 @@ export class Legate {
     const failures: ReportedError[] = [];
     for (const plan of replaced) {
       try {
-        this.#listeners.set(plan.key, await this.#open(plan));
+        this.#listeners.set(plan.key, await this.#open(plan, clusters));
       } catch (error) {
         if (!(error instanceof ListenError)) throw error;
         failures.push(reportListenError(error, plan));
       }
     }
+    await clusters.commit();
     this.#config = next;
     const result: ReloadResult = {
       outcome: failures.length > 0 ? "failed" : "applied",
@@ -479,10 +549,13 @@ export class Legate {
    * listening on can stay busy for a moment after Deno.serve's shutdown()
    * resolves, so "address in use" is retried briefly before it counts.
    */
-  async #open(plan: ListenerPlan): Promise<ActiveListener> {
+  async #open(
+    plan: ListenerPlan,
+    clusters: StagedClusters,
+  ): Promise<ActiveListener> {
     for (let attempt = 1;; attempt++) {
       try {
-        return await openListener(plan, this.#context);
+        return await openListener(plan, this.#context, clusters);
       } catch (error) {
         const busy = error instanceof ListenError &&
           error.cause instanceof Deno.errors.AddrInUse;
@@ -522,14 +595,7 @@ export class Legate {
   }
 
   #routesReport(): unknown {
-    return {
-      routes_dir: this.#config.routesDir,
-      listeners: [...this.#listeners.values()].map(({ plan, listener }) => ({
-        address: formatAddr(listener.addr),
-        protocol: plan.protocol,
-        services: plan.services.map(describeService),
-      })),
-    };
+    return routesReport(this.#config.routesDir, [...this.#listeners.values()]);
   }
 
   #errorsReport(): unknown {
@@ -571,119 +637,19 @@ export class Legate {
         samples: [{ value: this.#config.services.length }],
       },
       ...this.#context.traffic.metrics(),
+      ...upstreamMetrics(this.#context.clusters.clusters),
     ]);
   }
 
   #logSummary(): void {
-    const log = this.#context.log;
-    const config = this.#config;
-    if (log.json) {
-      for (const { plan, listener } of this.#listeners.values()) {
-        log.info("listening", {
-          listener: formatAddr(listener.addr),
-          protocol: plan.protocol,
-          services: plan.services.map((s) => ({
-            name: shownValue(s, "name", s.name),
-            file: s.file,
-            ...(s.protocol === "http"
-              ? {
-                host: shownHost(s),
-                path_prefix: shownValue(
-                  s,
-                  "match.path_prefix",
-                  s.match.pathPrefix,
-                ),
-              }
-              : {}),
-            upstreams: s.upstreams.map((_, i) => shownUpstream(s, i)),
-          })),
-        });
-      }
-      log.info("started", {
-        services: config.services.length,
-        listeners: this.#listeners.size,
-        admin: formatAddr(this.admin.addr),
-        routes: config.routesDir,
-      });
-      return;
-    }
-    const lines = [
-      `legate serving ${config.services.length} service(s) from ${config.routesDir}; admin on ${
-        formatAddr(this.admin.addr)
-      }`,
-    ];
-    for (const { plan, listener } of this.#listeners.values()) {
-      lines.push(`  ${plan.protocol.padEnd(4)} ${formatAddr(listener.addr)}`);
-      for (const s of plan.services) {
-        const match = s.protocol === "http"
-          ? ` host ${shownHost(s)} path ${
-            shownValue(s, "match.path_prefix", s.match.pathPrefix)
-          }${s.stripPrefix ? " (stripped)" : ""}`
-          : "";
-        const upstreams = s.upstreams.map((_, i) => shownUpstream(s, i));
-        lines.push(
-          `    ${shownValue(s, "name", s.name)}${match} -> ${
-            upstreams.join(", ")
-          }`,
-        );
-      }
-    }
-    log.text(lines);
+    logStartup(
+      this.#context.log,
+      this.#config.routesDir,
+      this.#config.services.length,
+      [...this.#listeners.values()],
+      this.admin.addr,
+    );
   }
-}
-
-/** An upstream URL as it may be shown: secret references stay as written. */
-function shownUpstream(service: ServiceConfig, index: number): string {
-  const key = `upstreams[${index}]`;
-  const url = service.upstreams[index]!.url;
-  return shownValue(service, key, shownValue(service, `${key}.url`, url));
-}
-
-/** `match.host` as it may be shown, `*` for any host. */
-function shownHost(service: ServiceConfig): string {
-  return service.match.host === undefined
-    ? "*"
-    : shownValue(service, "match.host", service.match.host);
-}
-
-function describeService(service: ServiceConfig): unknown {
-  return {
-    name: shownValue(service, "name", service.name),
-    file: service.file,
-    protocol: service.protocol,
-    listen: shownValue(
-      service,
-      "listen",
-      formatListenAddress(service.listen),
-    ),
-    upstreams: service.upstreams.map((u, i) => ({
-      url: shownUpstream(service, i),
-      weight: u.weight,
-    })),
-    ...(service.protocol === "http"
-      ? {
-        match: {
-          host: service.match.host === undefined
-            ? null
-            : shownValue(service, "match.host", service.match.host),
-          path_prefix: shownValue(
-            service,
-            "match.path_prefix",
-            service.match.pathPrefix,
-          ),
-        },
-        strip_prefix: service.stripPrefix,
-        preserve_host: service.preserveHost,
-      }
-      : {}),
-    timeouts: {
-      connect: formatDuration(service.timeouts.connect),
-      ...(service.protocol === "http"
-        ? { request: formatDuration(service.timeouts.request) }
-        : {}),
-      idle: formatDuration(service.timeouts.idle),
-    },
-  };
 }
 
 function reportError(error: ConfigError): ReportedError {
@@ -749,23 +715,10 @@ export function isLoopback(address: ListenAddress): boolean {
   return host === "localhost" || host === "::1" || host.startsWith("127.");
 }
 
-function formatAddr(addr: Deno.Addr): string {
-  if (addr.transport === "unix" || addr.transport === "unixpacket") {
-    return `unix:${addr.path}`;
-  }
-  if (addr.transport === "tcp" || addr.transport === "udp") {
-    return formatListenAddress({
-      transport: "tcp",
-      hostname: addr.hostname,
-      port: addr.port,
-    });
-  }
-  return String(addr.transport);
-}
-
 async function openListener(
   plan: ListenerPlan,
   context: Context,
+  clusters: StagedClusters,
 ): Promise<ActiveListener> {
   const onAcceptError = (error: Error, transient: boolean) =>
     context.log[transient ? "debug" : "warn"]("accept failed", {
@@ -773,7 +726,7 @@ async function openListener(
       reason: error.message,
     });
   if (plan.protocol === "http") {
-    let router = httpRouter(plan);
+    let router = httpRouter(plan, clusters);
     const active: ActiveListener = {
       plan,
       listener: await serveHttp(
@@ -781,14 +734,14 @@ async function openListener(
         createHttpHandler(() => router, context),
         { ...context.http, onAcceptError },
       ),
-      update(next) {
-        router = httpRouter(next);
+      update(next, staged) {
+        router = httpRouter(next, staged);
         active.plan = next;
       },
     };
     return active;
   }
-  let route = tcpRoute(plan);
+  let route = tcpRoute(plan, clusters);
   const active: ActiveListener = {
     plan,
     listener: await serveTcp(
@@ -796,25 +749,30 @@ async function openListener(
       createTcpHandler(() => route, context),
       onAcceptError,
     ),
-    update(next) {
-      route = tcpRoute(next);
+    update(next, staged) {
+      route = tcpRoute(next, staged);
       active.plan = next;
     },
   };
   return active;
 }
 
-function httpRouter(plan: ListenerPlan): HttpRouter<HttpRoute> {
+function httpRouter(
+  plan: ListenerPlan,
+  clusters: StagedClusters,
+): HttpRouter<HttpRoute> {
   return new HttpRouter<HttpRoute>(
     plan.services.map((service) => ({
-      service,
-      match: service.match,
-      balancer: new RoundRobin(service.upstreams),
+      ...httpRouteSettings(service),
+      cluster: clusters.cluster(service.name),
     })),
   );
 }
 
-function tcpRoute(plan: ListenerPlan): TcpRoute {
+function tcpRoute(plan: ListenerPlan, clusters: StagedClusters): TcpRoute {
   const service = plan.services[0]!;
-  return { service, balancer: new RoundRobin(service.upstreams) };
+  return {
+    ...tcpRouteSettings(service),
+    cluster: clusters.cluster(service.name),
+  };
 }

@@ -18,7 +18,7 @@
  * first listener with a clear message.
  * @module
  */
-import type { ListenAddress } from "../config/address.ts";
+import type { ListenAddress } from "../address.ts";
 import type { ExchangeTracker } from "../transport/http1/client.ts";
 import {
   acceptConnections,

@@ -1,10 +1,19 @@
 /**
- * The HTTP request pipeline of one listener: route, pick an endpoint, adjust
- * the request, send it, adjust the response. Failures become short plain-text
- * responses with a `Proxy-Status` header naming legate and the error.
+ * The HTTP request pipeline of one listener, in named phases:
+ *
+ * 1. **route**: check the request and find its service;
+ * 2. **upstream request**: the headers and body the upstream gets;
+ * 3. **select and send**: pick an endpoint, send, and retry as the service's
+ *    retry policy allows;
+ * 4. **upstream response**: the response the client gets;
+ * 5. **log**: count and log how the request ended (each listener of this
+ *    phase is a hook, as metrics and the debug log are).
+ *
+ * Failures become short plain-text responses with a `Proxy-Status` header
+ * naming legate and the error. It reads no route files: routes arrive built,
+ * each with its service's cluster.
  * @module
  */
-import type { ServiceConfig, UpstreamConfig } from "../config/service.ts";
 import type { Logger } from "../log.ts";
 import type { HttpRouter, RouteMatch } from "../router/router.ts";
 import { stripPrefix } from "../router/router.ts";
@@ -16,23 +25,58 @@ import {
   withoutHopByHop,
 } from "../transport/headers.ts";
 import type {
+  ExchangeTimeouts,
+  ExchangeTracker,
   HttpTransport,
   UpstreamResponse,
 } from "../transport/http1/client.ts";
-import type { Balancer } from "../upstream/balancer.ts";
-import type { Reachability } from "../upstream/reachability.ts";
+import type { Cluster } from "../upstream/cluster.ts";
+import type { Endpoint } from "../upstream/endpoint.ts";
+import { hashKey } from "../upstream/hash.ts";
 import type { ClientConnection, HttpHandler } from "./http_listener.ts";
 import { requestTarget } from "./request_target.ts";
-import type { Traffic } from "./traffic.ts";
+
+/** What ring_hash and maglev hash to choose an endpoint. */
+export type HashOn =
+  | { readonly kind: "source_ip" }
+  | { readonly kind: "header"; readonly name: string }
+  | { readonly kind: "cookie"; readonly name: string }
+  | { readonly kind: "path" };
 
 /** One HTTP service as a listener routes to it. */
 export interface HttpRoute {
-  /** The service. */
-  readonly service: ServiceConfig;
-  /** What it matches. */
+  /** The service name. */
+  readonly name: string;
+  /** Which requests of the listener it takes. */
   readonly match: RouteMatch;
-  /** Its endpoints. */
-  readonly balancer: Balancer<UpstreamConfig>;
+  /** Remove `match.pathPrefix` before forwarding. */
+  readonly stripPrefix: boolean;
+  /** Send the client's authority as Host, rather than the endpoint's. */
+  readonly preserveHost: boolean;
+  /** Timeouts of one try, in milliseconds. */
+  readonly timeouts: ExchangeTimeouts;
+  /** What a hash policy hashes; null when the policy hashes nothing. */
+  readonly hashOn: HashOn | null;
+  /** The service's endpoints and policies. */
+  readonly cluster: Cluster;
+}
+
+/** How one request ended, as the log phase hears it. */
+export interface RequestOutcome {
+  /** The service, or null when no route matched. */
+  readonly service: string | null;
+  /** The request's method. */
+  readonly method: string;
+  /** The target as forwarded (or as received when not forwarded). */
+  readonly target: string;
+  /** The status the client got. */
+  readonly status: number;
+  /** The endpoint that answered, when one did. */
+  readonly endpoint: Endpoint | null;
+  /** Tries made, retries included. */
+  readonly attempts: number;
+  /** Why legate answered itself, when it did. */
+  readonly error: ProxyError | null;
 }
 
 /** What the pipeline needs besides the routes. */
@@ -41,10 +85,8 @@ export interface HttpProxyContext {
   readonly transport: HttpTransport;
   /** Logs failures. */
   readonly log: Logger;
-  /** Logs endpoints going down and coming back. */
-  readonly reachability: Reachability;
-  /** Counts requests and upstream failures. */
-  readonly traffic: Traffic;
+  /** The log phase: each hears how every request ended. */
+  readonly logPhase: readonly ((outcome: RequestOutcome) => void)[];
 }
 
 const VIA: HeaderPair = ["via", "1.1 legate"];
@@ -55,8 +97,24 @@ const STATUS_TEXT: Record<number, string> = {
   499: "Client Closed Request",
   501: "Not Implemented",
   502: "Bad Gateway",
+  503: "Service Unavailable",
   504: "Gateway Timeout",
 };
+
+/** A request body up to this size may be held, so that it can be sent again. */
+const HELD_BODY_BYTES = 64 * 1024;
+/** Retry backoff: full jitter over 25 ms doubling per retry, at most 250 ms (as Envoy). */
+const BACKOFF_MS = { base: 25, max: 250 } as const;
+
+/** Methods that may be sent twice without doing twice what they do (RFC 9110 9.2.2). */
+const IDEMPOTENT = new Set([
+  "GET",
+  "HEAD",
+  "OPTIONS",
+  "TRACE",
+  "PUT",
+  "DELETE",
+]);
 
 /**
  * Makes the handler of one HTTP listener. `router()` is read once per
@@ -75,9 +133,18 @@ async function proxyRequest(
   router: HttpRouter<HttpRoute>,
   context: HttpProxyContext,
 ): Promise<Response> {
+  // Phase 1: route.
   const incoming = readRequestHeaders(request);
+  const refused = (error: ProxyError, status?: number) =>
+    answer(context, error, {
+      service: null,
+      method: request.method,
+      target: request.url,
+      endpoint: null,
+      attempts: 0,
+    }, status);
   if (request.method === "CONNECT") {
-    return errorResponse(
+    return refused(
       new ProxyError(
         "http_request_error",
         "legate does not tunnel CONNECT; use a TCP route for tunnels",
@@ -87,97 +154,284 @@ async function proxyRequest(
   }
   const parsed = requestTarget(request.url, request.method, incoming.host);
   if (typeof parsed === "string") {
-    return errorResponse(new ProxyError("http_request_error", parsed));
+    return refused(new ProxyError("http_request_error", parsed));
   }
   const { authority, path, target } = parsed;
   const route = router.route(authority, path === "*" ? "/" : path);
   if (!route) {
     const services = router.routes.map((r) =>
-      `${r.service.name} (host ${
-        r.match.host ?? "*"
-      }, path ${r.match.pathPrefix})`
+      `${r.name} (host ${r.match.host ?? "*"}, path ${r.match.pathPrefix})`
     ).join(", ");
-    return errorResponse(
+    return refused(
       new ProxyError(
         "destination_not_found",
         `no service on this listener matches host "${authority}" and path "${path}"; services: ${services}`,
       ),
     );
   }
-  const { service } = route;
-  const forwardedTarget = service.stripPrefix && path !== "*"
-    ? stripPrefix(service.match.pathPrefix, path) + target.slice(path.length)
+  const forwardedTarget = route.stripPrefix && path !== "*"
+    ? stripPrefix(route.match.pathPrefix, path) + target.slice(path.length)
     : target;
-  const headers = withForwardingHeaders(incoming, client, authority);
-  // A request without Content-Length or Transfer-Encoding has no body (RFC
-  // 9112 6.3); not touching request.body then saves creating its stream.
-  const body = incoming.framed ? request.body : null;
+  const { cluster } = route;
+  const outcome = {
+    service: route.name,
+    method: request.method,
+    target: forwardedTarget,
+  };
+  if (!cluster.admit()) {
+    return answer(
+      context,
+      new ProxyError(
+        "connection_limit_reached",
+        `service "${route.name}" is at limits.max_requests (${cluster.settings.limits.maxRequests})`,
+      ),
+      { ...outcome, endpoint: null, attempts: 0 },
+    );
+  }
 
-  let failure: ProxyError | undefined;
-  for (const endpoint of route.balancer.candidates()) {
-    headers[0] = [
-      "host",
-      service.preserveHost ? authority : endpoint.authority,
-    ];
-    let response: Response;
+  // Phase 2: upstream request.
+  const headers = withForwardingHeaders(incoming, client, authority);
+  const retries = cluster.settings.retries;
+  const replayable = retries.attempts > 1 &&
+    (IDEMPOTENT.has(request.method) || retries.retryNonIdempotent);
+  // A request without Content-Length or Transfer-Encoding has no body (RFC
+  // 9112 6.3); not touching request.body then saves creating its stream. A
+  // small body that may be retried is held until it has been sent.
+  let body: ReadableStream<Uint8Array> | Uint8Array | null = null;
+  if (incoming.framed) {
+    body = replayable && incoming.bodyLength !== null &&
+        incoming.bodyLength <= HELD_BODY_BYTES &&
+        retries.on.some((on) => on !== "connect_failure")
+      ? new Uint8Array(await request.arrayBuffer())
+      : request.body;
+  }
+  const hash = route.hashOn === null
+    ? undefined
+    : requestHash(route.hashOn, request, client, path);
+
+  // Phase 3: select and send.
+  const tried = new Set<Endpoint>();
+  let attempts = 0;
+  let failure: ProxyError;
+  let retrying = false;
+  while (true) {
+    let endpoint: Endpoint;
     try {
-      response = clientResponse(
-        await context.transport.send(endpoint, {
-          method: request.method,
-          target: forwardedTarget,
-          headers,
-          body,
-          bodyLength: incoming.bodyLength,
-          signal: request.signal,
-          tracker: client,
-        }, service.timeouts),
-      );
+      endpoint = await cluster.acquire(hash, tried);
     } catch (error) {
+      if (retrying) cluster.retryEnded();
+      failure = error as ProxyError;
+      break;
+    }
+    tried.add(endpoint);
+    attempts++;
+    headers[0] = ["host", route.preserveHost ? authority : endpoint.authority];
+    const attempt = new Attempt(client, cluster, endpoint);
+    let upstream: UpstreamResponse;
+    try {
+      upstream = await context.transport.send(endpoint, {
+        method: request.method,
+        target: forwardedTarget,
+        headers,
+        body,
+        bodyLength: incoming.bodyLength,
+        signal: request.signal,
+        tracker: attempt,
+      }, route.timeouts);
+    } catch (error) {
+      attempt.release();
+      if (retrying) cluster.retryEnded();
+      retrying = false;
       failure = error instanceof ProxyError
         ? error
         : new ProxyError("proxy_internal_error", String(error), {
           cause: error,
         });
       if (failure.source === "upstream") {
-        context.reachability.failed(
-          service.name,
-          endpoint.url,
-          failure.message,
-        );
+        cluster.finished(endpoint, failure.message);
       }
-      if (failure.retryable) continue;
+      const reason = retryReason(failure);
+      if (
+        reason !== null && attempts < retries.attempts &&
+        retries.on.includes(reason) &&
+        (reason === "connect_failure" ||
+          (replayable && !(body instanceof ReadableStream))) &&
+        cluster.retryAllowed(reason)
+      ) {
+        retrying = true;
+        await backoff(attempts);
+        continue;
+      }
       break;
     }
-    context.reachability.succeeded(service.name, endpoint.url);
-    context.traffic.request(service.name, response.status);
-    if (context.log.enabled("debug")) {
-      context.log.debug("request", {
-        service: service.name,
-        method: request.method,
-        target: forwardedTarget,
-        upstream: endpoint.url,
-        status: response.status,
-      });
+    if (retrying) cluster.retryEnded();
+    retrying = false;
+    const status = upstream.status;
+    const retryStatus = retries.on.includes(status) &&
+      attempts < retries.attempts && replayable &&
+      !(body instanceof ReadableStream);
+    cluster.finished(
+      endpoint,
+      status >= 502 && status <= 504 ? `answered ${status}` : null,
+    );
+    if (retryStatus && cluster.retryAllowed(String(status))) {
+      if (upstream.body instanceof ReadableStream) {
+        upstream.body.cancel().catch(() => {});
+      }
+      attempt.release();
+      retrying = true;
+      await backoff(attempts);
+      continue;
     }
+
+    // Phase 4: upstream response.
+    const response = clientResponse(upstream);
+    attempt.leaveClusterAtRelease();
+    // Phase 5: log.
+    logPhase(context, {
+      ...outcome,
+      status: response.status,
+      endpoint,
+      attempts,
+      error: null,
+    });
     return response;
   }
-  if (failure!.kind === "client_gone") {
+  cluster.leave();
+  return answer(context, failure, {
+    ...outcome,
+    endpoint: null,
+    attempts,
+  });
+}
+
+/**
+ * One try of a request on one endpoint. It tracks the exchange for the
+ * client connection (so a drain can cut it) and gives the endpoint's slot
+ * back when the exchange ends: at once for a failure, when the body is read
+ * for an answer.
+ */
+class Attempt implements ExchangeTracker {
+  readonly #client: ClientConnection;
+  readonly #cluster: Cluster;
+  readonly #endpoint: Endpoint;
+  #released = false;
+  #leave = false;
+
+  constructor(client: ClientConnection, cluster: Cluster, endpoint: Endpoint) {
+    this.#client = client;
+    this.#cluster = cluster;
+    this.#endpoint = endpoint;
+    cluster.started(endpoint);
+  }
+
+  add(connection: { close(): void }): void {
+    this.#client.add(connection);
+  }
+
+  delete(connection: { close(): void }): void {
+    this.#client.delete(connection);
+    this.release();
+  }
+
+  /** Gives the endpoint's slot back (once). */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#cluster.released(this.#endpoint);
+    if (this.#leave) this.#cluster.leave();
+  }
+
+  /** This try answered the request: the request leaves the cluster with it. */
+  leaveClusterAtRelease(): void {
+    if (this.#released) this.#cluster.leave();
+    else this.#leave = true;
+  }
+}
+
+/** Which retry condition a failure meets, if any. */
+function retryReason(
+  failure: ProxyError,
+): "connect_failure" | "reset" | "timeout" | null {
+  switch (failure.kind) {
+    case "connection_refused":
+    case "connection_timeout":
+    case "dns_error":
+    case "tls_certificate_error":
+    case "destination_unavailable":
+      return "connect_failure";
+    case "connection_terminated":
+      return "reset";
+    case "http_response_timeout":
+      return "timeout";
+    default:
+      return null;
+  }
+}
+
+/** Waits before retry `n` (from 1): full jitter, as Envoy does. */
+function backoff(n: number): Promise<void> {
+  const ceiling = Math.min(BACKOFF_MS.base * 2 ** (n - 1), BACKOFF_MS.max);
+  return new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
+}
+
+/** The request's hash key, or undefined when what it hashes is missing. */
+function requestHash(
+  on: HashOn,
+  request: Request,
+  client: ClientConnection,
+  path: string,
+): number | undefined {
+  switch (on.kind) {
+    case "source_ip": {
+      const remote = client.remoteAddr;
+      return remote.transport === "tcp" ? hashKey(remote.hostname) : undefined;
+    }
+    case "path":
+      return hashKey(path);
+    case "header": {
+      const value = request.headers.get(on.name);
+      return value === null ? undefined : hashKey(value);
+    }
+    case "cookie": {
+      const cookies = request.headers.get("cookie");
+      if (cookies === null) return undefined;
+      for (const pair of cookies.split(";")) {
+        const equals = pair.indexOf("=");
+        if (equals > 0 && pair.slice(0, equals).trim() === on.name) {
+          return hashKey(pair.slice(equals + 1).trim());
+        }
+      }
+      return undefined;
+    }
+  }
+}
+
+/** Answers a request legate could not (or would not) forward, and logs it. */
+function answer(
+  context: HttpProxyContext,
+  error: ProxyError,
+  outcome: Omit<RequestOutcome, "status" | "error">,
+  status?: number,
+): Response {
+  const response = errorResponse(error, status);
+  if (error.kind === "client_gone") {
     context.log.debug("client went away", {
-      service: service.name,
-      reason: failure!.message,
+      service: outcome.service,
+      reason: error.message,
     });
-  } else if (failure!.source === "internal") {
+  } else if (error.kind === "proxy_internal_error") {
     context.log.error("request failed", {
-      service: service.name,
-      reason: failure!.message,
+      service: outcome.service,
+      reason: error.message,
     });
   }
-  const response = errorResponse(failure!);
-  if (failure!.source === "upstream") {
-    context.traffic.upstreamError(service.name, failure!.kind);
-  }
-  context.traffic.request(service.name, response.status);
+  logPhase(context, { ...outcome, status: response.status, error });
   return response;
+}
+
+function logPhase(context: HttpProxyContext, outcome: RequestOutcome): void {
+  for (const hook of context.logPhase) hook(outcome);
 }
 
 /**

@@ -4,8 +4,8 @@
  * deadline.
  * @module
  */
-import type { ListenAddress } from "../config/address.ts";
-import { formatListenAddress } from "../config/address.ts";
+import type { ListenAddress } from "../address.ts";
+import { formatListenAddress } from "../address.ts";
 import { setNoDelay } from "../transport/connect.ts";
 
 /** A listener that is accepting. */

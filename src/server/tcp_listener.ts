@@ -3,7 +3,7 @@
  * the TCP pipeline; drain by letting the connections finish.
  * @module
  */
-import type { ListenAddress } from "../config/address.ts";
+import type { ListenAddress } from "../address.ts";
 import {
   acceptConnections,
   bindListener,

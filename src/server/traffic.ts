@@ -4,6 +4,7 @@
  * pipelines count; the admin listener renders.
  * @module
  */
+import type { RequestOutcome } from "./http_proxy.ts";
 
 /** One metric family, in the shape the admin listener renders. */
 export interface MetricFamily {
@@ -88,6 +89,18 @@ export class Traffic {
   /** Counts an HTTP response (legate's own error responses included). */
   request(service: string, status: number): void {
     this.#requests.add([service, String(status)]);
+  }
+
+  /**
+   * Counts how an HTTP request ended, as the pipeline's log phase reports
+   * it; a request no route matched counts under service `none`.
+   */
+  observe(outcome: RequestOutcome): void {
+    const service = outcome.service ?? "none";
+    this.request(service, outcome.status);
+    if (outcome.error?.source === "upstream") {
+      this.upstreamError(service, outcome.error.kind);
+    }
   }
 
   /** Counts a failure to reach or read an upstream. */

@@ -7,9 +7,11 @@ import { schedule } from "./timer_wheel.ts";
 
 /** Where and how to connect to one upstream endpoint. */
 export interface Endpoint {
-  /** The endpoint's URL as configured; names it in logs and keys its pool. */
+  /** Identity: keys its connection pool; one per address, TLS name and scheme. */
+  readonly key: string;
+  /** The URL the endpoint came from; names it in logs. */
   readonly url: string;
-  /** Socket address. */
+  /** Socket address: an IP address (or a name the OS resolves) and port, or a Unix socket. */
   readonly address:
     | {
       readonly transport: "tcp";
@@ -17,8 +19,10 @@ export interface Endpoint {
       readonly port: number;
     }
     | { readonly transport: "unix"; readonly path: string };
-  /** Speak TLS, verifying the certificate against the hostname. */
+  /** Speak TLS, verifying the certificate against `serverName`. */
   readonly tls: boolean;
+  /** The name TLS sends (SNI) and verifies the certificate against. */
+  readonly serverName: string;
   /** `host[:port]` as configured: the Host an HTTP upstream expects. */
   readonly authority: string;
 }
@@ -35,9 +39,11 @@ export interface Endpoint {
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const { port } = listener.addr as Deno.NetAddr;
  * const endpoint = {
+ *   key: `127.0.0.1:${port}`,
  *   url: `tcp://127.0.0.1:${port}`,
  *   address: { transport: "tcp" as const, hostname: "127.0.0.1", port },
  *   tls: false,
+ *   serverName: "127.0.0.1",
  *   authority: `127.0.0.1:${port}`,
  * };
  * const conn = await connectEndpoint(endpoint, 5_000);
@@ -91,8 +97,11 @@ async function connectTcp(
   if (!endpoint.tls) return conn;
   // ALPN names HTTP/1.1 to HTTPS upstreams only: a TCP service with ALPN
   // names of its own refuses a client that offers only HTTP's.
-  const alpnProtocols = endpoint.url.startsWith("https:") ? ["http/1.1"] : [];
-  return await Deno.startTls(conn, { hostname, alpnProtocols });
+  const alpnProtocols = endpoint.url.startsWith("https") ? ["http/1.1"] : [];
+  return await Deno.startTls(conn, {
+    hostname: endpoint.serverName,
+    alpnProtocols,
+  });
 }
 
 /**

@@ -20,6 +20,7 @@ export type ProxyErrorKind =
   | "http_request_error"
   | "idle_timeout"
   | "client_gone"
+  | "connection_limit_reached"
   | "tls_certificate_error"
   | "destination_unavailable"
   | "proxy_internal_error";
@@ -38,6 +39,7 @@ const SOURCES: Record<ProxyErrorKind, ErrorSource> = {
   http_request_error: "downstream",
   idle_timeout: "upstream",
   client_gone: "downstream",
+  connection_limit_reached: "internal",
   tls_certificate_error: "upstream",
   destination_unavailable: "upstream",
   proxy_internal_error: "internal",
@@ -83,8 +85,9 @@ export class ProxyError extends Error {
 
 /**
  * The HTTP status for a failure: 504 for upstream timeouts, 404 when no route
- * matched, 400 for a request legate will not forward, 499 (logged only) when
- * the client went away, 502 otherwise.
+ * matched, 400 for a request legate will not forward, 503 when a limit is
+ * reached or no endpoint can take the request, 499 (logged only) when the
+ * client went away, 502 otherwise.
  */
 export function statusForError(error: ProxyError): number {
   switch (error.kind) {
@@ -96,6 +99,9 @@ export function statusForError(error: ProxyError): number {
       return 404;
     case "http_request_error":
       return 400;
+    case "connection_limit_reached":
+    case "destination_unavailable":
+      return 503;
     case "client_gone":
       return 499;
     default:

@@ -33,8 +33,11 @@ export interface UpstreamRequest {
   readonly target: string;
   /** End-to-end headers, Host included; framing headers are the transport's. */
   readonly headers: readonly HeaderPair[];
-  /** Body, or null for none. */
-  readonly body: ReadableStream<Uint8Array> | null;
+  /**
+   * Body: a stream, bytes held in full (sent again as they are when the
+   * request is retried), or null for none.
+   */
+  readonly body: ReadableStream<Uint8Array> | Uint8Array | null;
   /** Body length when known (sent as Content-Length); null streams it chunked. */
   readonly bodyLength: number | null;
   /** Aborts the exchange until the response headers arrive. */
@@ -137,9 +140,11 @@ const BODYLESS = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"]);
  * );
  * const { port } = upstream.addr;
  * const endpoint = {
+ *   key: `127.0.0.1:${port}`,
  *   url: `http://127.0.0.1:${port}`,
  *   address: { transport: "tcp" as const, hostname: "127.0.0.1", port },
  *   tls: false,
+ *   serverName: "127.0.0.1",
  *   authority: `127.0.0.1:${port}`,
  * };
  * const transport = new Http1Transport();
@@ -179,8 +184,9 @@ export class Http1Transport implements HttpTransport {
       request.headers,
       bodyFraming(request),
     );
-    const replayable = request.body === null && IDEMPOTENT.has(request.method);
-    let pooled = this.#pool.take(endpoint.url);
+    const replayable = !(request.body instanceof ReadableStream) &&
+      IDEMPOTENT.has(request.method);
+    let pooled = this.#pool.take(endpoint.key);
     if (pooled && !replayable) {
       // A request that must not be sent twice waits one turn of the event
       // loop, so that an upstream's close that already arrived is seen
@@ -189,7 +195,7 @@ export class Http1Transport implements HttpTransport {
       await nextTurn();
       if (pooled.stale) {
         pooled.close();
-        pooled = this.#pool.take(endpoint.url);
+        pooled = this.#pool.take(endpoint.key);
       }
     }
     if (pooled) {
@@ -249,7 +255,8 @@ export class Http1Transport implements HttpTransport {
           ),
       );
     };
-    const uploadIdle = request.body === null ? undefined : new IdleTimer(
+    const streamed = request.body instanceof ReadableStream;
+    const uploadIdle = !streamed ? undefined : new IdleTimer(
       timeouts.idle,
       () =>
         cut(
@@ -325,7 +332,7 @@ export class Http1Transport implements HttpTransport {
         connection.buffered === 0
       ) {
         connection.reused = true;
-        this.#pool.release(endpoint.url, connection, response.keepAliveTimeout);
+        this.#pool.release(endpoint.key, connection, response.keepAliveTimeout);
       } else {
         connection.close();
       }
@@ -366,6 +373,7 @@ function bodyFraming(request: UpstreamRequest): BodyFraming {
   if (request.body === null) {
     return BODYLESS.has(request.method) ? "none" : "empty";
   }
+  if (request.body instanceof Uint8Array) return request.body.length;
   return request.bodyLength ?? "chunked";
 }
 
@@ -375,8 +383,16 @@ async function sendRequest(
   request: UpstreamRequest,
   progress: IdleTimer | undefined,
 ): Promise<void> {
+  if (request.body instanceof Uint8Array) {
+    // Held bytes go out with the head, in one write.
+    const whole = new Uint8Array(head.length + request.body.length);
+    whole.set(head);
+    whole.set(request.body, head.length);
+    await writeAll(connection.conn as Deno.Conn, whole);
+    return;
+  }
   await writeAll(connection.conn as Deno.Conn, head);
-  if (request.body !== null) {
+  if (request.body instanceof ReadableStream) {
     await writeRequestBody(
       connection,
       request.body,
