@@ -83,3 +83,43 @@ export function formatKeyPath(path: readonly PropertyKey[]): string {
   }
   return text;
 }
+
+/**
+ * A value as an error message quotes it: strings in JSON quotes, lists and
+ * mappings by kind.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { describeValue } from "./errors.ts";
+ * assert.equal(describeValue("3"), '"3"');
+ * assert.equal(describeValue([1]), "a list");
+ * ```
+ */
+export function describeValue(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "a mapping";
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
+
+/**
+ * The value at key path `path` of parsed data, or undefined when it is not
+ * there.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { valueAt } from "./errors.ts";
+ * assert.equal(valueAt({ upstreams: [{ weight: 3 }] }, ["upstreams", 0, "weight"]), 3);
+ * assert.equal(valueAt({}, ["retries", "attempts"]), undefined);
+ * ```
+ */
+export function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
+  let value = data;
+  for (const segment of path) {
+    if (value === null || typeof value !== "object") return undefined;
+    value = (value as Record<PropertyKey, unknown>)[segment];
+  }
+  return value;
+}

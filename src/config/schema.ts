@@ -35,7 +35,7 @@ const upstreamUrl = z.string().refine((url) => !USERINFO.test(url), {
   abort: true,
 }).regex(UPSTREAM_URL, {
   error:
-    "is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, or unix:/path)",
+    "is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, or unix:/path)",
 }).describe(
   "http://host[:port] or https://host[:port] for HTTP; tcp://host:port, tls://host:port or unix:/path for TCP; http+srv://, https+srv://, tcp+srv:// or tls+srv:// with an SRV name (_service._proto.name) to take endpoints from SRV records",
 );

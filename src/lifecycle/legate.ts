@@ -267,8 +267,14 @@ export class Legate {
               log.info("upstream lookup works again", { upstream: url }),
             ...(options.resolver ? { resolver: options.resolver } : {}),
           });
-          const endpoints = await discovery.start();
-          return { endpoints, stop: () => void discovery.stop() };
+          await discovery.start();
+          return {
+            get endpoints() {
+              return discovery.endpoints;
+            },
+            update: (sources) => discovery.update(sources),
+            stop: () => void discovery.stop(),
+          };
         },
         probe: probeEndpoint,
       }),

@@ -88,7 +88,22 @@ export type Discover = (
   sources: readonly UpstreamSource[],
   refreshMs: number,
   onChange: (endpoints: readonly DiscoveredEndpoint[]) => void,
-) => Promise<{ endpoints: readonly DiscoveredEndpoint[]; stop(): void }>;
+) => Promise<DiscoveryHandle>;
+
+/** A running discovery. */
+export interface DiscoveryHandle {
+  /** The endpoints found so far. */
+  readonly endpoints: readonly DiscoveredEndpoint[];
+  /**
+   * Takes other sources (a reload), keeping the last answers of names that
+   * stay; resolves with the endpoints found for them.
+   */
+  update(
+    sources: readonly UpstreamSource[],
+  ): Promise<readonly DiscoveredEndpoint[]>;
+  /** Stops looking. */
+  stop(): void;
+}
 
 /** What clusters are made with. */
 export interface ClusterDeps {
@@ -119,7 +134,8 @@ export class Cluster {
   readonly #endpoints = new Map<string, Endpoint>();
   #list: Endpoint[] = [];
   #selector: Selector<Endpoint>;
-  #discovery: { stop(): void } | undefined;
+  #discovery: DiscoveryHandle | undefined;
+  #discoveries = 0;
   #health: HealthChecker | undefined;
   #active = 0;
   #activeRetries = 0;
@@ -178,12 +194,14 @@ export class Cluster {
   async update(settings: ClusterSettings): Promise<void> {
     const before = this.#settings;
     this.#settings = settings;
-    if (
-      JSON.stringify([before.sources, before.dnsRefresh]) !==
-        JSON.stringify([settings.sources, settings.dnsRefresh])
-    ) {
+    if (before.dnsRefresh !== settings.dnsRefresh) {
       this.#discovery?.stop();
       await this.#startDiscovery();
+    } else if (
+      JSON.stringify(before.sources) !== JSON.stringify(settings.sources)
+    ) {
+      // Names that stay keep their last answer, even should DNS be down now.
+      this.#setEndpoints(await this.#discovery!.update(settings.sources));
     } else if (before.balance !== settings.balance) {
       this.#selector = createSelector(settings.balance, this.#list);
     }
@@ -392,15 +410,13 @@ export class Cluster {
 
   async #startDiscovery(): Promise<void> {
     const { sources, dnsRefresh } = this.#settings;
-    const discovery = await this.#deps.discover(
-      sources,
-      dnsRefresh,
-      (found) => {
-        if (this.#discovery === discovery) this.#setEndpoints(found);
-      },
-    );
-    this.#discovery = discovery;
-    this.#setEndpoints(discovery.endpoints);
+    // Changes reported by a discovery that was replaced meanwhile are stale.
+    const generation = ++this.#discoveries;
+    const started = await this.#deps.discover(sources, dnsRefresh, (found) => {
+      if (generation === this.#discoveries) this.#setEndpoints(found);
+    });
+    this.#discovery = started;
+    this.#setEndpoints(started.endpoints);
   }
 
   #startHealthChecks(): void {
