@@ -43,6 +43,11 @@ export interface Dnsmasq extends AsyncDisposable {
   start(srv?: readonly SrvEntry[]): Promise<void>;
   /** `stop`, then `start(srv)`: how SRV entries change. */
   restart(srv: readonly SrvEntry[]): Promise<void>;
+  /**
+   * How many questions of `type` (any type when not given) for `name` it
+   * has logged, over every run; always 0 unless started with `logQueries`.
+   */
+  queries(name: string, type?: string): number;
 }
 
 /**
@@ -51,19 +56,27 @@ export interface Dnsmasq extends AsyncDisposable {
  * (`--local=/test/`): a name there that it does not know is NXDOMAIN.
  */
 export async function startDnsmasq(
-  options: { hosts?: HostEntries; srv?: readonly SrvEntry[] } = {},
+  options: {
+    hosts?: HostEntries;
+    srv?: readonly SrvEntry[];
+    /** Log every question, for {@linkcode Dnsmasq.queries}. @default {false} */
+    logQueries?: boolean;
+  } = {},
 ): Promise<Dnsmasq> {
   const dir = await Deno.makeTempDir({ prefix: "legate-dnsmasq-" });
   const hostsFile = join(dir, "hosts");
   await Deno.writeTextFile(hostsFile, hostsText(options.hosts ?? {}));
   let srv = options.srv ?? [];
+  const logQueries = options.logQueries ?? false;
   let process: DnsmasqProcess | undefined;
+  /** The logs of runs that ended. */
+  let pastLogs = "";
   let port = 0;
   // freePort checks TCP only; dnsmasq also needs the UDP port: try another.
   for (let attempt = 1; process === undefined; attempt++) {
     port = freePort();
     try {
-      process = await spawnDnsmasq(port, hostsFile, srv);
+      process = await spawnDnsmasq(port, hostsFile, srv, logQueries);
     } catch (error) {
       if (attempt >= 5) {
         await Deno.remove(dir, { recursive: true });
@@ -93,15 +106,24 @@ export async function startDnsmasq(
       process = undefined;
       stopping.child.kill("SIGTERM");
       await stopping.exited;
+      pastLogs += stopping.log();
     },
     async start(entries) {
       if (process) throw new Error("dnsmasq is already running");
       srv = entries ?? srv;
-      process = await spawnDnsmasq(port, hostsFile, srv);
+      process = await spawnDnsmasq(port, hostsFile, srv, logQueries);
     },
     async restart(entries) {
       await dnsmasq.stop();
       await dnsmasq.start(entries);
+    },
+    queries(name, type) {
+      const log = pastLogs + (process?.log() ?? "");
+      const asked = type === undefined ? "[^\\]]+" : type;
+      const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      return log.match(
+        new RegExp(`: query\\[${asked}\\] ${escaped} from `, "gi"),
+      )?.length ?? 0;
     },
     async [Symbol.asyncDispose]() {
       await dnsmasq.stop();
@@ -117,6 +139,8 @@ interface DnsmasqProcess {
   readonly exited: Promise<void>;
   /** How often it has logged reading the hosts file. */
   reads(): number;
+  /** What it has logged so far. */
+  log(): string;
   waitForLog(condition: () => boolean, what: string): Promise<void>;
 }
 
@@ -125,6 +149,7 @@ async function spawnDnsmasq(
   port: number,
   hostsFile: string,
   srv: readonly SrvEntry[],
+  logQueries: boolean,
 ): Promise<DnsmasqProcess> {
   const child = new Deno.Command("dnsmasq", {
     args: [
@@ -142,6 +167,7 @@ async function spawnDnsmasq(
       // As root dnsmasq would drop to "nobody", who cannot read the test's
       // hosts file in its private temporary directory.
       "--user=root",
+      ...(logQueries ? ["--log-queries"] : []),
       ...srv.map((entry) =>
         `--srv-host=${entry.name},${entry.target},${entry.port},${
           entry.priority ?? 0
@@ -176,7 +202,7 @@ async function spawnDnsmasq(
     await exited;
     throw error;
   }
-  return { child, exited, reads, waitForLog };
+  return { child, exited, reads, log: () => log, waitForLog };
 }
 
 function hostsText(hosts: HostEntries): string {

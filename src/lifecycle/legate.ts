@@ -272,7 +272,8 @@ export class Legate {
             get endpoints() {
               return discovery.endpoints;
             },
-            update: (sources) => discovery.update(sources),
+            update: (sources, refreshMs) =>
+              discovery.update(sources, refreshMs),
             stop: () => void discovery.stop(),
           };
         },

@@ -213,13 +213,14 @@ async function proxyRequest(
   const tried = new Set<Endpoint>();
   let attempts = 0;
   let failure: ProxyError;
-  let retrying = false;
+  // The reason of the retry under way, whose budget share it holds.
+  let retrying: string | null = null;
   while (true) {
     let endpoint: Endpoint;
     try {
-      endpoint = await cluster.acquire(hash, tried);
+      endpoint = await cluster.acquire(hash, tried, true);
     } catch (error) {
-      if (retrying) cluster.retryEnded();
+      if (retrying !== null) cluster.retryEnded(retrying);
       failure = error as ProxyError;
       break;
     }
@@ -240,8 +241,8 @@ async function proxyRequest(
       }, route.timeouts);
     } catch (error) {
       attempt.release();
-      if (retrying) cluster.retryEnded();
-      retrying = false;
+      if (retrying !== null) cluster.retryEnded(retrying);
+      retrying = null;
       failure = error instanceof ProxyError
         ? error
         : new ProxyError("proxy_internal_error", String(error), {
@@ -252,20 +253,23 @@ async function proxyRequest(
       }
       const reason = retryReason(failure);
       if (
-        reason !== null && attempts < retries.attempts &&
-        retries.on.includes(reason) &&
-        (reason === "connect_failure" ||
-          (replayable && !(body instanceof ReadableStream))) &&
-        cluster.retryAllowed(reason)
+        reason === null || attempts >= retries.attempts ||
+        !retries.on.includes(reason) ||
+        (reason !== "connect_failure" &&
+          (!replayable || body instanceof ReadableStream))
       ) {
-        retrying = true;
-        await backoff(attempts);
-        continue;
+        break;
       }
-      break;
+      // A connection that was refused is tried elsewhere at once; other
+      // failures wait a little first, so that retries do not hammer, and
+      // take their share of the budget only once they go.
+      if (reason !== "connect_failure") await backoff(attempts);
+      if (!cluster.retryAllowed(reason)) break;
+      retrying = reason;
+      continue;
     }
-    if (retrying) cluster.retryEnded();
-    retrying = false;
+    if (retrying !== null) cluster.retryEnded(retrying);
+    retrying = null;
     const status = upstream.status;
     const retryStatus = retries.on.includes(status) &&
       attempts < retries.attempts && replayable &&
@@ -279,7 +283,7 @@ async function proxyRequest(
         upstream.body.cancel().catch(() => {});
       }
       attempt.release();
-      retrying = true;
+      retrying = String(status);
       await backoff(attempts);
       continue;
     }

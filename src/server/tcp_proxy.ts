@@ -77,11 +77,14 @@ export function createTcpHandler(
       const { retries } = cluster.settings;
       const tried = new Set<Endpoint>();
       let attempts = 0;
-      // Whether the attempt under way is a retry, counted in the budget.
-      let retry = false;
       while (!cut) {
-        const endpoint = cluster.pick(hash, tried);
-        if (endpoint === undefined) break;
+        let endpoint: Endpoint;
+        try {
+          // Over a limit a TCP connection cannot wait: it is closed at once.
+          endpoint = await cluster.acquire(hash, tried, false);
+        } catch {
+          return null;
+        }
         tried.add(endpoint);
         attempts++;
         cluster.started(endpoint);
@@ -95,15 +98,16 @@ export function createTcpHandler(
             : classifySocketError(error, `connect to ${endpoint.url}`);
           cluster.finished(endpoint, failure.message);
           context.traffic.upstreamError(name, failure.kind);
-          if (retry) cluster.retryEnded();
-          retry = attempts < retries.attempts &&
-            retries.on.includes("connect_failure") &&
-            cluster.retryAllowed("connect_failure");
-          if (!retry) return null;
+          // A failed connect holds no share of the retry budget.
+          if (
+            attempts >= retries.attempts ||
+            !retries.on.includes("connect_failure") ||
+            !cluster.retryAllowed("connect_failure")
+          ) {
+            return null;
+          }
           continue;
         }
-        if (retry) cluster.retryEnded();
-        retry = false;
         cluster.finished(endpoint, null);
         if (cut) {
           closeQuietly(conn);
@@ -112,7 +116,6 @@ export function createTcpHandler(
         }
         return [endpoint, conn];
       }
-      if (retry) cluster.retryEnded();
       return null;
     }
 

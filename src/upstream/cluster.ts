@@ -95,11 +95,12 @@ export interface DiscoveryHandle {
   /** The endpoints found so far. */
   readonly endpoints: readonly DiscoveredEndpoint[];
   /**
-   * Takes other sources (a reload), keeping the last answers of names that
-   * stay; resolves with the endpoints found for them.
+   * Takes other sources or another refresh interval (a reload), keeping
+   * the last answers of names that stay; resolves with the endpoints found.
    */
   update(
     sources: readonly UpstreamSource[],
+    refreshMs: number,
   ): Promise<readonly DiscoveredEndpoint[]>;
   /** Stops looking. */
   stop(): void;
@@ -194,14 +195,14 @@ export class Cluster {
   async update(settings: ClusterSettings): Promise<void> {
     const before = this.#settings;
     this.#settings = settings;
-    if (before.dnsRefresh !== settings.dnsRefresh) {
-      this.#discovery?.stop();
-      await this.#startDiscovery();
-    } else if (
+    if (
+      before.dnsRefresh !== settings.dnsRefresh ||
       JSON.stringify(before.sources) !== JSON.stringify(settings.sources)
     ) {
       // Names that stay keep their last answer, even should DNS be down now.
-      this.#setEndpoints(await this.#discovery!.update(settings.sources));
+      this.#setEndpoints(
+        await this.#discovery!.update(settings.sources, settings.dnsRefresh),
+      );
     } else if (before.balance !== settings.balance) {
       this.#selector = createSelector(settings.balance, this.#list);
     }
@@ -246,11 +247,12 @@ export class Cluster {
 
   /**
    * The endpoint for the next attempt: the policy's choice among those that
-   * are healthy, not ejected, in the lowest priority with a healthy endpoint,
-   * with room under `limits.maxConnections`, and not `tried` already (unless
-   * only tried ones are left). When every endpoint is unhealthy or ejected,
-   * all of them are used (panic mode, logged once). Undefined when none has
-   * room or there are none.
+   * are healthy, not ejected, with room under `limits.maxConnections`, in the
+   * lowest priority that has one, preferring endpoints not `tried` already
+   * (a retry moves on to the next priority before it tries an endpoint
+   * again). When every endpoint is unhealthy or ejected, all of them are
+   * used (panic mode, logged once). Undefined when none has room or there
+   * are none.
    */
   pick(
     hash: number | undefined,
@@ -260,38 +262,48 @@ export class Cluster {
     if (list.length === 0) return undefined;
     const now = Date.now();
     const max = this.#settings.limits.maxConnections;
-    let priority = Infinity;
+    let panic = true;
     for (const e of list) {
-      if (e.healthy && !e.ejectedAt(now) && e.priority < priority) {
-        priority = e.priority;
+      if (e.healthy && !e.ejectedAt(now)) {
+        panic = false;
+        break;
       }
     }
-    const panic = priority === Infinity;
     this.#notePanic(panic);
-    if (panic) {
-      for (const e of list) if (e.priority < priority) priority = e.priority;
-    }
     const open = (e: Endpoint) =>
-      e.priority === priority && e.inFlight < max &&
-      (panic || (e.healthy && !e.ejectedAt(now)));
-    const untried = tried.size === 0
-      ? this.#selector.pick(open, hash)
-      : this.#selector.pick((e) => open(e) && !tried.has(e), hash);
-    return untried ??
-      (tried.size > 0 ? this.#selector.pick(open, hash) : undefined);
+      e.inFlight < max && (panic || (e.healthy && !e.ejectedAt(now)));
+    // The lowest priority with an open endpoint not tried yet; failing that,
+    // the lowest with an open endpoint at all.
+    let fresh = Infinity;
+    let any = Infinity;
+    for (const e of list) {
+      if (!open(e)) continue;
+      if (e.priority < any) any = e.priority;
+      if (e.priority < fresh && !tried.has(e)) fresh = e.priority;
+    }
+    if (fresh !== Infinity) {
+      return this.#selector.pick(
+        (e) => e.priority === fresh && open(e) && !tried.has(e),
+        hash,
+      );
+    }
+    if (any === Infinity) return undefined;
+    return this.#selector.pick((e) => e.priority === any && open(e), hash);
   }
 
   /**
    * Like {@linkcode Cluster.pick}, but when every endpoint is full, waits for
-   * room (at most `limits.maxPending` requests wait, each for at most
-   * `pendingTimeout`).
+   * room when `wait` says so (at most `limits.maxPending` requests wait, each
+   * for at most `pendingTimeout`), and counts every request turned away.
    *
    * @throws {ProxyError} `destination_unavailable` when the service has no
-   *   endpoints, `connection_limit_reached` when the wait is full or too long.
+   *   endpoints, `connection_limit_reached` when they are full (and waiting
+   *   is not allowed, already full, or too long).
    */
   async acquire(
     hash: number | undefined,
     tried: ReadonlySet<Endpoint>,
+    wait: boolean,
   ): Promise<Endpoint> {
     const endpoint = this.pick(hash, tried);
     if (endpoint) return endpoint;
@@ -302,6 +314,10 @@ export class Cluster {
           this.#settings.sources.map((s) => s.url).join(", ")
         } resolved to no address`,
       );
+    }
+    if (!wait) {
+      this.#overflow("max_connections");
+      throw this.#limitError("max_connections");
     }
     if (this.#waiters.length >= this.#settings.limits.maxPending) {
       this.#overflow("max_pending");
@@ -383,11 +399,18 @@ export class Cluster {
   }
 
   /**
-   * Whether one more retry fits the budget: retries in flight stay under
-   * `budgetPercent` of the requests in flight, or 3. Each allowed retry
-   * ends with {@linkcode Cluster.retryEnded}.
+   * Whether one more retry for `reason` may go: retries in flight stay under
+   * `budgetPercent` of the requests in flight, or 3. A retry after a failed
+   * connect is always allowed and holds no share of the budget: nothing
+   * reached an upstream, so it cannot multiply an upstream's load. Each
+   * allowed retry ends with {@linkcode Cluster.retryEnded}.
    */
   retryAllowed(reason: string): boolean {
+    const { retries } = this.counters;
+    if (reason === "connect_failure") {
+      retries.set(reason, (retries.get(reason) ?? 0) + 1);
+      return true;
+    }
     const { budgetPercent } = this.#settings.retries;
     const budget = Math.max(
       MIN_RETRY_CONCURRENCY,
@@ -398,14 +421,13 @@ export class Cluster {
       return false;
     }
     this.#activeRetries++;
-    const { retries } = this.counters;
     retries.set(reason, (retries.get(reason) ?? 0) + 1);
     return true;
   }
 
-  /** A retry allowed by {@linkcode Cluster.retryAllowed} ended. */
-  retryEnded(): void {
-    this.#activeRetries--;
+  /** A retry for `reason` allowed by {@linkcode Cluster.retryAllowed} ended. */
+  retryEnded(reason: string): void {
+    if (reason !== "connect_failure") this.#activeRetries--;
   }
 
   async #startDiscovery(): Promise<void> {

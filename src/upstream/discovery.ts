@@ -260,6 +260,7 @@ export class Discovery {
   /** Rounds run one after another: a round and an update never interleave. */
   #rounds: Promise<void> = Promise.resolve();
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #refreshMs: number;
   #started = false;
   #stopped = false;
 
@@ -267,6 +268,7 @@ export class Discovery {
   constructor(sources: readonly UpstreamSource[], options: DiscoveryOptions) {
     this.#sources = sources;
     this.#options = options;
+    this.#refreshMs = options.refreshMs;
     this.#client = options.dnsClient ?? denoDnsClient(options.resolver);
     this.#hostsFile = options.hostsFile ?? "/etc/hosts";
     this.#resolvConf = options.resolvConf ?? "/etc/resolv.conf";
@@ -293,15 +295,18 @@ export class Discovery {
   }
 
   /**
-   * Replaces the sources (a route file changed) and resolves them at once.
-   * Sources that look up a name a previous source did keep its last good
-   * answer, so a reload during a DNS outage loses no endpoints. Resolves with
-   * the new endpoints, after `onChange` if they changed.
+   * Replaces the sources and the refresh interval (a route file changed) and
+   * resolves them at once. Sources that look up a name a previous source did
+   * keep its last good answer, so a reload during a DNS outage loses no
+   * endpoints. Resolves with the new endpoints, after `onChange` if they
+   * changed.
    */
   async update(
     sources: readonly UpstreamSource[],
+    refreshMs: number = this.#refreshMs,
   ): Promise<readonly DiscoveredEndpoint[]> {
     this.#sources = sources;
+    this.#refreshMs = refreshMs;
     if (!this.#started || this.#stopped) return this.#endpoints;
     clearTimeout(this.#timer);
     await this.#queueRound(true);
@@ -328,7 +333,7 @@ export class Discovery {
     const timer = setTimeout(() => {
       this.#timer = undefined;
       this.#queueRound(true).finally(() => this.#schedule());
-    }, this.#options.refreshMs);
+    }, this.#refreshMs);
     Deno.unrefTimer(timer);
     this.#timer = timer;
   }
