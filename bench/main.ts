@@ -9,7 +9,7 @@
  * on failure and on SIGINT/SIGTERM too.
  *
  * ```sh
- * deno task bench [--quick] [--workers N] [--reps N] [--seconds N] [--scenarios id,id]
+ * deno task bench [--quick] [--workers N] [--reps N] [--seconds N] [--scenarios id,id] [--baseline REV]
  * ```
  *
  * The task runs with `--allow-all`: Deno grants reads of /proc (CPU time and
@@ -57,6 +57,7 @@ const { values } = parseArgs({
     reps: { type: "string" },
     seconds: { type: "string" },
     scenarios: { type: "string" },
+    baseline: { type: "string" },
   },
 });
 
@@ -91,6 +92,27 @@ if (unknown && unknown.length > 0) {
 }
 const scenarios = SCENARIOS.filter((s) => !wanted || wanted.includes(s.id));
 
+/**
+ * Exports commit `rev` of this repository to `dir` (git archive), for the
+ * `--baseline` target: legate as it was, measured beside legate as it is.
+ */
+async function checkout(rev: string, dir: string): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  const archive = join(dir, "..", "baseline.tar");
+  for (
+    const [cmd, args] of [
+      ["git", ["archive", "--output", archive, rev]],
+      ["tar", ["-x", "-f", archive, "-C", dir]],
+    ] as const
+  ) {
+    const result = await run(cmd, [...args], 60_000, ROOT);
+    if (result.code !== 0) {
+      throw new Error(`--baseline ${rev}: ${cmd} failed: ${result.stderr}`);
+    }
+  }
+  return dir;
+}
+
 const t0 = performance.now();
 const log = (text: string) =>
   console.error(`[${((performance.now() - t0) / 1000).toFixed(1)}s] ${text}`);
@@ -119,7 +141,16 @@ Deno.addSignalListener("SIGTERM", onSignal);
 
 try {
   const upstream = await startUpstream(procs);
-  const targets = await startTargets(upstream, dir, workers, procs);
+  const baselineDir = values.baseline === undefined
+    ? undefined
+    : await checkout(values.baseline, join(dir, "baseline-src"));
+  const targets = await startTargets(
+    upstream,
+    dir,
+    workers,
+    procs,
+    baselineDir,
+  );
   for (const target of targets) {
     try {
       await smokeCheck(target);
@@ -178,6 +209,7 @@ try {
 
 const input = {
   quick,
+  baseline: values.baseline,
   reps,
   workers,
   settings,

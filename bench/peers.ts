@@ -15,8 +15,17 @@ export const BENCH_DIR: string = new URL(".", import.meta.url).pathname;
 /** The repository root. */
 export const ROOT: string = new URL("../", import.meta.url).pathname;
 
-/** Who forwards the load: nobody (`direct`), a peer proxy, or legate. */
-export type TargetName = "direct" | "nginx" | "haproxy" | "socat" | "legate";
+/**
+ * Who forwards the load: nobody (`direct`), a peer proxy, legate, or legate
+ * as another commit has it (`baseline`, with `--baseline REV`).
+ */
+export type TargetName =
+  | "direct"
+  | "nginx"
+  | "haproxy"
+  | "socat"
+  | "legate"
+  | "baseline";
 
 /** The targets in the order every repetition runs them. */
 export const TARGET_NAMES: readonly TargetName[] = [
@@ -25,6 +34,7 @@ export const TARGET_NAMES: readonly TargetName[] = [
   "haproxy",
   "socat",
   "legate",
+  "baseline",
 ];
 
 /** Ports of the three services: HTTP origin, TCP echo and TCP sink. */
@@ -141,34 +151,46 @@ const STARTERS: Record<Exclude<TargetName, "direct">, Starter> = {
     for (const proc of socat) await ready(proc, allAccept([p.echo, p.sink]));
     return socat;
   },
-  async legate(_p, dir, vars, start) {
-    const docs = fill(template("legate.yaml"), vars).split(/^---$/m);
-    for (const [i, doc] of docs.entries()) {
-      await Deno.writeTextFile(join(dir, `bench-${i + 1}.yaml`), doc);
-    }
-    const admin = freePort();
-    const legate = start("legate", Deno.execPath(), [
-      "run",
-      ...startFlags(),
-      join(ROOT, "main.ts"),
-      "serve",
-      "--routes",
-      dir,
-      "--admin",
-      `127.0.0.1:${admin}`,
-    ], ROOT);
-    await ready(legate, async () => {
-      try {
-        const res = await fetch(`http://127.0.0.1:${admin}/readyz`);
-        await res.body?.cancel();
-        return res.status === 200;
-      } catch {
-        return false;
-      }
-    });
-    return [legate];
-  },
+  legate: (_p, dir, vars, start) =>
+    startLegate("legate", ROOT, dir, vars, start),
+  baseline: (_p, dir, vars, start) =>
+    startLegate("baseline", String(vars.BASELINE), dir, vars, start),
 };
+
+/** legate from the checkout `root`, with that checkout's start flags. */
+async function startLegate(
+  name: string,
+  root: string,
+  dir: string,
+  vars: Record<string, string | number>,
+  start: (name: string, cmd: string, args: string[], cwd?: string) => Proc,
+): Promise<Proc[]> {
+  const docs = fill(template("legate.yaml"), vars).split(/^---$/m);
+  for (const [i, doc] of docs.entries()) {
+    await Deno.writeTextFile(join(dir, `bench-${i + 1}.yaml`), doc);
+  }
+  const admin = freePort();
+  const legate = start(name, Deno.execPath(), [
+    "run",
+    ...startFlags(root),
+    join(root, "main.ts"),
+    "serve",
+    "--routes",
+    dir,
+    "--admin",
+    `127.0.0.1:${admin}`,
+  ], root);
+  await ready(legate, async () => {
+    try {
+      const res = await fetch(`http://127.0.0.1:${admin}/readyz`);
+      await res.body?.cancel();
+      return res.status === 200;
+    } catch {
+      return false;
+    }
+  });
+  return [legate];
+}
 
 function socatLines(): string[] {
   return template("socat.args").split("\n").map((line) => line.trim())
@@ -178,7 +200,8 @@ function socatLines(): string[] {
 /**
  * Starts nginx, HAProxy, socat and legate in front of `up`, one after the
  * other (config files and routes go below `dir`), waits until each is ready,
- * and returns all five targets. nginx and HAProxy get `workers` worker
+ * and returns all five targets, six with legate from the `baseline`
+ * checkout. nginx and HAProxy get `workers` worker
  * processes or threads; socat forks per connection and legate is one process
  * either way. Ports come from binding port 0; as another process may take
  * such a port before the proxy binds it, a proxy that finds its address in
@@ -189,10 +212,11 @@ export async function startTargets(
   dir: string,
   workers: number,
   procs: Proc[],
+  baseline: string | undefined,
 ): Promise<Target[]> {
   const targets: Target[] = [{ name: "direct", ports: up, pids: [] }];
   for (const name of TARGET_NAMES) {
-    if (name === "direct") continue;
+    if (name === "direct" || (name === "baseline" && !baseline)) continue;
     for (let attempt = 1;; attempt++) {
       const ports = { http: freePort(), echo: freePort(), sink: freePort() };
       const sub = join(dir, `${name}-${attempt}`);
@@ -214,6 +238,7 @@ export async function startTargets(
           UP_SINK: up.sink,
           WORKERS: workers,
           DIR: sub,
+          ...(baseline ? { BASELINE: baseline } : {}),
         };
         const started = await STARTERS[name](ports, sub, vars, start);
         const { http, ...tcp } = ports;

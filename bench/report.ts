@@ -45,6 +45,8 @@ export interface Machine {
 export interface ReportInput {
   /** Whether this was a `--quick` run. */
   readonly quick: boolean;
+  /** The commit the `baseline` target ran, with `--baseline`. */
+  readonly baseline: string | undefined;
   /** Repetitions per scenario and target. */
   readonly reps: number;
   /** nginx workers and HAProxy threads. */
@@ -101,6 +103,7 @@ const LABEL: Record<TargetName, string> = {
   haproxy: "HAProxy",
   socat: "socat",
   legate: "legate",
+  baseline: "legate at the baseline commit",
 };
 
 function medianOf(values: (number | undefined)[]): number | undefined {
@@ -287,8 +290,15 @@ export function renderMarkdown(input: ReportInput): string {
     "",
     "Medians. Ratios are legate ÷ peer for the headline number: above 1 means legate is faster for throughput, slower for p99 latency.",
     "",
-    "| scenario | headline | direct | nginx | HAProxy | socat | legate | legate/nginx | legate/HAProxy |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    input.baseline === undefined
+      ? "| scenario | headline | direct | nginx | HAProxy | socat | legate | legate/nginx | legate/HAProxy |"
+      : `| scenario | headline | direct | nginx | HAProxy | socat | legate | legate at ${input.baseline} | legate/nginx | legate/HAProxy | legate CPU per unit ÷ at ${input.baseline} |`,
+    input.baseline === undefined
+      ? "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+      : "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  const shown = TARGET_NAMES.filter((t) =>
+    t !== "baseline" || input.baseline !== undefined
   );
   for (const { sc, rows } of summaries) {
     const head = (t: TargetName) => {
@@ -296,11 +306,20 @@ export function renderMarkdown(input: ReportInput): string {
       return fmt(sc.headline === "p99" ? r?.p99 : r?.value);
     };
     const legate = find(rows, "legate");
+    const baseline = find(rows, "baseline");
     out.push(
       `| ${sc.title} | ${sc.headline === "p99" ? "p99 ms" : sc.unit} | ${
-        TARGET_NAMES.map(head).join(" | ")
+        shown.map(head).join(" | ")
       } | ${times(headlineRatio(sc, legate, find(rows, "nginx")))} | ${
         times(headlineRatio(sc, legate, find(rows, "haproxy")))
+      }${
+        input.baseline === undefined ? "" : ` | ${
+          times(
+            legate?.cpu !== undefined && baseline?.cpu
+              ? legate.cpu / baseline.cpu
+              : undefined,
+          )
+        }`
       } |`,
     );
   }
@@ -320,7 +339,12 @@ export function renderMarkdown(input: ReportInput): string {
     "- **Upstreams** (bench/upstream.ts, one Deno process): an HTTP origin on `Deno.serve` answering fixed bodies (100 bytes, or 10 MiB for `/big`), a TCP echo server and a TCP sink (read/write loops, 64 KiB buffers).",
     "- **Targets**: direct (the load goes straight to the upstream), nginx, HAProxy, socat (TCP scenarios only: it is L4) and legate, all started once by the harness and kept running for the whole benchmark. Configs: bench/peers/ (templates; ports and paths are filled in at run time). legate runs from this checkout with the flags of `deno task start`.",
     '- **Fair tuning**: upstream keep-alive (nginx `proxy_http_version 1.1`, `keepalive 64`, `Connection ""`; HAProxy `http-reuse always`; legate pools by default), no response buffering (`proxy_buffering off`), 64 KiB buffers (nginx `proxy_buffer_size`, HAProxy `tune.bufsize`, socat `-b`), no access logs, unlimited client keep-alive requests. nginx and HAProxy add `X-Forwarded-For/Proto/Host` and `Via` as legate does. HAProxy splicing is off (default).',
-    `- **Interleaving**: each scenario runs its targets in turn (direct, nginx, HAProxy, socat, legate), and runs that round ${input.reps} time(s) in all, so slow drifts of the machine hit all targets alike.`,
+    ...(input.baseline === undefined ? [] : [
+      `- **Baseline**: \`--baseline ${input.baseline}\` runs legate as commit ${input.baseline} had it (\`git archive\`, started with that commit's own \`deno task start\` flags and the same route files) as one more target, so a change's cost per request is measured beside the change, in the same run.`,
+    ]),
+    `- **Interleaving**: each scenario runs its targets in turn (direct, nginx, HAProxy, socat, legate${
+      input.baseline === undefined ? "" : ", legate at the baseline"
+    }), and runs that round ${input.reps} time(s) in all, so slow drifts of the machine hit all targets alike.`,
     "- **Throughput and latency** come from the load tool: wrk `--latency` for HTTP (p50/p99 per request), bench/tcp_load.ts for TCP.",
     "- **Proxy CPU**: utime+stime (and the cutime+cstime of reaped children) from /proc/PID/stat of the proxy process and all its descendants, read before and after each run, divided by the work done. `% of a core` is that CPU time over the run's wall time.",
     "- **Proxy RSS**: the sum of VmRSS over the proxy's processes, sampled every 200 ms; *under load* is the median of the samples in the second half of the run, *peak* the largest sample or summed VmHWM (reset through /proc/PID/clear_refs before each run), the largest over repetitions. For multi-process proxies (nginx master + workers, socat's per-connection children) the sum counts shared pages more than once.",
@@ -343,6 +367,14 @@ export function renderMarkdown(input: ReportInput): string {
       "",
       ratioLine(sc, find(rows, "legate"), find(rows, "nginx"), "nginx"),
       ratioLine(sc, find(rows, "legate"), find(rows, "haproxy"), "HAProxy"),
+      ...(input.baseline === undefined ? [] : [
+        ratioLine(
+          sc,
+          find(rows, "legate"),
+          find(rows, "baseline"),
+          `legate at ${input.baseline}`,
+        ),
+      ]),
     );
   }
   out.push(

@@ -22,10 +22,16 @@ export const TARGETS = [
 
 const ROOT = new URL("../", import.meta.url);
 
-/** The `deno run` flags of `deno task start`, in order. */
-export function startFlags(): string[] {
+/**
+ * The `deno run` flags of `deno task start`, in order, in this checkout or
+ * the one at `root` (a directory path).
+ */
+export function startFlags(root: string | URL = ROOT): string[] {
+  const dir = typeof root === "string"
+    ? new URL(`file://${root.endsWith("/") ? root : `${root}/`}`)
+    : root;
   const config = JSON.parse(
-    Deno.readTextFileSync(new URL("deno.json", ROOT)),
+    Deno.readTextFileSync(new URL("deno.json", dir)),
   );
   const words = (config.tasks.start as string).split(/\s+/);
   return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));

@@ -218,7 +218,9 @@ async function proxyRequest(
   while (true) {
     let endpoint: Endpoint;
     try {
-      endpoint = await cluster.acquire(hash, tried, true);
+      // Waiting (and its promise) only when no endpoint has room now.
+      endpoint = cluster.pick(hash, tried) ??
+        await cluster.acquire(hash, tried, true);
     } catch (error) {
       if (retrying !== null) cluster.retryEnded(retrying);
       failure = error as ProxyError;

@@ -262,6 +262,12 @@ export class Cluster {
     if (list.length === 0) return undefined;
     const now = Date.now();
     const max = this.#settings.limits.maxConnections;
+    if (list.length === 1) {
+      // One endpoint: used whatever its health (alone, it is in panic mode).
+      const only = list[0]!;
+      this.#notePanic(!only.healthy || only.ejectedAt(now));
+      return only.inFlight < max ? only : undefined;
+    }
     let panic = true;
     for (const e of list) {
       if (e.healthy && !e.ejectedAt(now)) {

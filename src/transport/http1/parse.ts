@@ -139,7 +139,7 @@ export function parseResponseHead(
         `upstream sent an invalid header line: ${quote(line)}`,
       );
     }
-    const value = line.slice(colon + 1).replace(OWS_EDGES, "");
+    const value = trimOws(line, colon + 1);
     if (!FIELD_VALUE.test(value)) {
       throw protocolError(
         `upstream sent a control character in header "${name}"`,
@@ -161,8 +161,18 @@ export function parseResponseHead(
     }
     headers.push([name, value]);
   }
-  const framing = responseFraming(method, status, http11, encoding, lengths);
-  const tokens = connection === "" ? [] : tokenList(connection);
+  const length = encoding === undefined && lengths !== undefined
+    ? contentLength(lengths)
+    : null;
+  const framing = responseFraming(method, status, http11, encoding, length);
+  // Most responses say one token, or nothing: no list to build for those.
+  const tokens = connection === ""
+    ? NO_TOKENS
+    : connection === ",keep-alive"
+    ? KEEP_ALIVE
+    : connection === ",close"
+    ? CLOSE
+    : tokenList(connection);
   const keepAlive = framing.kind !== "close" &&
     // A message with both framings is treated as suspect (RFC 9112 6.1).
     !(encoding !== undefined && lengths !== undefined) &&
@@ -176,9 +186,7 @@ export function parseResponseHead(
       ? statusLine[3] ?? ""
       : "",
     headers,
-    contentLength: encoding === undefined && lengths !== undefined
-      ? contentLength(lengths)
-      : null,
+    contentLength: length,
     framing,
     keepAlive,
     keepAliveTimeout: keepAliveParameters === undefined
@@ -192,7 +200,7 @@ function responseFraming(
   status: number,
   http11: boolean,
   encoding: string | undefined,
-  lengths: string | undefined,
+  length: number | null,
 ): Framing {
   if (encoding !== undefined) {
     if (!http11) {
@@ -209,17 +217,13 @@ function responseFraming(
         `upstream sent an unsupported Transfer-Encoding: ${quote(encoding)}`,
       );
     }
-  } else if (lengths !== undefined) {
-    contentLength(lengths); // validated even when no body follows
   }
   if (method === "HEAD" || status < 200 || status === 204 || status === 304) {
-    return { kind: "none" };
+    return NONE;
   }
-  if (encoding !== undefined) return { kind: "chunked" };
-  if (lengths !== undefined) {
-    return { kind: "length", length: contentLength(lengths) };
-  }
-  return { kind: "close" };
+  if (encoding !== undefined) return CHUNKED;
+  if (length !== null) return { kind: "length", length };
+  return CLOSE_DELIMITED;
 }
 
 /** The value of one or more Content-Length fields; equal repeats are allowed (RFC 9110 8.6). */
@@ -245,6 +249,23 @@ function keepAliveTimeout(parameters: string): number | null {
     parameters,
   );
   return match ? Number(match[1]) : null;
+}
+
+const NONE: Framing = { kind: "none" };
+const CHUNKED: Framing = { kind: "chunked" };
+const CLOSE_DELIMITED: Framing = { kind: "close" };
+const NO_TOKENS: readonly string[] = [];
+const KEEP_ALIVE: readonly string[] = ["keep-alive"];
+const CLOSE: readonly string[] = ["close"];
+
+/** `line` from `start` without the spaces and tabs at its edges (OWS). */
+function trimOws(line: string, start: number): string {
+  let end = line.length;
+  while (start < end && (line[start] === " " || line[start] === "\t")) start++;
+  while (end > start && (line[end - 1] === " " || line[end - 1] === "\t")) {
+    end--;
+  }
+  return line.slice(start, end);
 }
 
 function tokenList(list: string): string[] {
