@@ -6,6 +6,7 @@
 import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import {
+  type AccessLogFormat,
   formatListenAddress,
   InvalidConfigError,
   isLoopback,
@@ -72,6 +73,9 @@ Options:
                             (env LEGATE_MAX_IDLE_CONNECTIONS, default 1024)
   --resolver IP:PORT        the DNS server for upstream host and SRV names
                             (env LEGATE_RESOLVER, default: /etc/resolv.conf's)
+  --access-log FORMAT       off | text | json: one line per HTTP request and per
+                            TCP connection to standard output
+                            (env LEGATE_ACCESS_LOG, default off)
 
 Environment:
   LEGATE_LOG          debug | info | warn | error (default info)
@@ -104,6 +108,7 @@ async function main(args: string[]): Promise<number> {
         "header-timeout": { type: "string" },
         "max-idle-connections": { type: "string" },
         resolver: { type: "string" },
+        "access-log": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -156,6 +161,7 @@ async function main(args: string[]): Promise<number> {
       "header-timeout",
       "max-idle-connections",
       "resolver",
+      "access-log",
     ]
       .find((name) => values[name as keyof typeof values] !== undefined);
     if (serveOnly) return usage(`check takes no --${serveOnly}`);
@@ -219,8 +225,14 @@ async function main(args: string[]): Promise<number> {
       );
     }
   }
+  const accessLog = values["access-log"] ??
+    Deno.env.get("LEGATE_ACCESS_LOG") ?? "off";
+  if (accessLog !== "off" && accessLog !== "text" && accessLog !== "json") {
+    return usage(`--access-log: "${accessLog}": use off, text or json`);
+  }
   return await serve({
     routesDir,
+    accessLog: accessLog === "off" ? undefined : accessLog,
     admin,
     resolver,
     drainTimeout: durations["drain-timeout"]!,
@@ -303,6 +315,7 @@ interface ServeOptions {
   headerTimeout: number;
   maxIdleConnections: number;
   resolver: { hostname: string; port: number } | undefined;
+  accessLog: AccessLogFormat | undefined;
   watch: boolean;
 }
 
@@ -331,6 +344,8 @@ async function serve(options: ServeOptions, log: Logger): Promise<number> {
       headerTimeout: options.headerTimeout,
       maxIdleConnections: options.maxIdleConnections,
       ...(options.resolver ? { resolver: options.resolver } : {}),
+      ...(options.accessLog ? { accessLog: options.accessLog } : {}),
+      version: VERSION,
       watch: options.watch,
       // Route files that reach the admin listener say ${LEGATE_ADMIN}: it
       // means the address legate really uses, --admin included.

@@ -119,6 +119,7 @@ export {
   type ReloadResult,
   type ReportedError,
 } from "./src/lifecycle/legate.ts";
+export type { AccessLogFormat } from "./src/server/access_log.ts";
 export { ListenError, type RunningListener } from "./src/server/listeners.ts";
 export {
   LOG_LEVELS,

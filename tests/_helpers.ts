@@ -207,7 +207,7 @@ export function legateCommand(
     : ["prlimit", `--nofile=${options.fdLimit}:${options.fdLimit}`, ...run];
   return new Deno.Command(command[0]!, {
     args: command.slice(1),
-    cwd: Deno.makeTempDirSync({ prefix: "legate-cwd-" }),
+    cwd: emptyDirectory(),
     // `deno run` checks for a newer Deno in the background (and warns on
     // stderr when that fails); a compiled legate has no such check.
     env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...env },
@@ -215,6 +215,21 @@ export function legateCommand(
     stdout: "piped",
     stderr: "piped",
   });
+}
+
+let workingDirectory: string | undefined;
+
+/**
+ * An empty directory for legate to run in, so that nothing it does depends on
+ * the checkout; one per test module, removed when the module's tests end.
+ */
+function emptyDirectory(): string {
+  if (workingDirectory === undefined) {
+    const dir = Deno.makeTempDirSync({ prefix: "legate-cwd-" });
+    workingDirectory = dir;
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir));
+  }
+  return workingDirectory;
 }
 
 /** How {@linkcode legateCommand} and {@linkcode spawnLegate} run legate. */
@@ -258,6 +273,8 @@ export interface SpawnedLegate {
   readonly admin: string;
   /** JSON log events so far (lines that are not JSON as `{ msg: "stderr", line }`). */
   readonly events: Record<string, unknown>[];
+  /** Lines on standard output so far: the access log. */
+  readonly output: string[];
   /** The status `/readyz` answers now, 0 when nothing answers. */
   readyz(): Promise<number>;
   /** The first event with message `msg`. */
@@ -326,22 +343,14 @@ async function startChild(
     code = status.code;
   });
   const events: Record<string, unknown>[] = [];
-  const reading = (async () => {
-    let pending = "";
-    for await (
-      const chunk of child.stderr.pipeThrough(new TextDecoderStream())
-    ) {
-      pending += chunk;
-      const lines = pending.split("\n");
-      pending = lines.pop()!;
-      for (const line of lines) {
-        events.push(
-          line.startsWith("{") ? JSON.parse(line) : { msg: "stderr", line },
-        );
-      }
-    }
-  })();
-  child.stdout.cancel();
+  const output: string[] = [];
+  const reading = Promise.all([
+    readLines(child.stderr, (line) =>
+      events.push(
+        line.startsWith("{") ? JSON.parse(line) : { msg: "stderr", line },
+      )),
+    readLines(child.stdout, (line) => output.push(line)),
+  ]);
   const readyz = async () => {
     try {
       const response = await fetch(`http://${admin}/readyz`);
@@ -362,6 +371,7 @@ async function startChild(
     dir,
     admin,
     events,
+    output,
     readyz,
     logged: (msg: string) => events.find((e) => e.msg === msg),
     get exited() {
@@ -377,4 +387,40 @@ async function startChild(
       return code;
     },
   };
+}
+
+/** Calls `onLine` for each complete line of `stream`. */
+async function readLines(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<void> {
+  let pending = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    pending += chunk;
+    const lines = pending.split("\n");
+    pending = lines.pop()!;
+    for (const line of lines) onLine(line);
+  }
+}
+
+/** Fails with promtool's complaint unless `promtool check metrics` accepts `text`. */
+export async function assertPromtoolAccepts(text: string): Promise<void> {
+  const promtool = new Deno.Command("promtool", {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = promtool.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const { code, stdout, stderr } = await promtool.output();
+  const decoder = new TextDecoder();
+  if (code !== 0) {
+    throw new Error(
+      `promtool check metrics: ${decoder.decode(stdout)}${
+        decoder.decode(stderr)
+      }`,
+    );
+  }
 }

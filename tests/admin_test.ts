@@ -26,6 +26,7 @@ function handlerCountingReloads() {
       return Promise.resolve({ ok: true, result: { outcome: "unchanged" } });
     },
     metrics: () => "",
+    status: () => ({ version: "0.0.0", uptime_seconds: 0 }),
   };
   return { handler: createAdminHandler(state), reloads };
 }

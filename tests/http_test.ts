@@ -491,37 +491,6 @@ Deno.test("a client that goes away mid-upload ends the upstream's request body",
   assert.equal(upstreamOutcome, "cut");
 });
 
-Deno.test("logs each request at debug level with its service, upstream and status", async () => {
-  await using upstream = startServer(() => new Response("ok", { status: 202 }));
-  await using l = await startLegate({ "svc.yaml": route(upstream.url) });
-  await (await fetch(`http://${l.address("svc")}/a?b=1`, {
-    method: "PUT",
-    body: "x",
-  })).text();
-  const events = l.lines.map((line) => JSON.parse(line)).filter((e) =>
-    e.msg === "request"
-  );
-  assert.deepEqual(
-    events.map(({ service, method, target, upstream: to, status }) => ({
-      service,
-      method,
-      target,
-      to,
-      status,
-    })),
-    [
-      {
-        service: "svc",
-        method: "PUT",
-        target: "/a?b=1",
-        // The endpoint that answered, by address: a name may resolve to several.
-        to: `127.0.0.1:${upstream.port}`,
-        status: 202,
-      },
-    ],
-  );
-});
-
 Deno.test("a request body sent after its headers is not held back by Nagle's algorithm", async () => {
   // With Nagle's algorithm on, a body written after its headers waits for the
   // peer's delayed ACK of the headers: 40 ms or more per request. Both of

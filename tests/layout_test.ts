@@ -8,14 +8,16 @@ const ALLOWED: Record<string, readonly string[]> = {
   router: [],
   transport: [],
   upstream: ["log", "transport"],
-  admin: [],
+  metrics: [],
+  admin: ["metrics"],
   // Servers get routes built by lifecycle: they read no route-file types.
-  server: ["address", "log", "router", "transport", "upstream"],
+  server: ["address", "log", "metrics", "router", "transport", "upstream"],
   lifecycle: [
     "address",
     "admin",
     "config",
     "log",
+    "metrics",
     "router",
     "server",
     "transport",

@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Legate } from "../mod.ts";
 import {
+  assertPromtoolAccepts,
   freePort,
   memoryLogger,
   startTcpServer,
@@ -1181,21 +1182,7 @@ Deno.test("promtool check metrics accepts /metrics after health, ejection, retry
     0,
   );
 
-  const promtool = new Deno.Command("promtool", {
-    args: ["check", "metrics"],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = promtool.stdin.getWriter();
-  await writer.write(encoder.encode(text));
-  await writer.close();
-  const { code, stdout, stderr } = await promtool.output();
-  assert.equal(
-    code,
-    0,
-    `promtool: ${decoder.decode(stdout)}${decoder.decode(stderr)}`,
-  );
+  await assertPromtoolAccepts(text);
 });
 
 // ---------------------------------------------------------------------------

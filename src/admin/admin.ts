@@ -1,13 +1,17 @@
 /**
- * The admin listener's routes: `/healthz`, `/readyz`, `/metrics`, `/routes`,
- * `/config/errors` and `POST /reload`. It renders what the lifecycle reports
- * and knows nothing of how that state is kept.
+ * The admin listener's routes: the status page (`/`), `/healthz`, `/readyz`,
+ * `/metrics`, `/routes`, `/upstreams`, `/config/errors`, `/status` and
+ * `POST /reload`. It renders what the lifecycle reports and knows nothing of
+ * how that state is kept.
  *
  * A web page in the operator's browser can reach a loopback listener too, so
  * every request must name the admin host by address (no DNS rebinding), and
  * writes must come from the admin API's own origin (no cross-site requests).
  * @module
  */
+
+import type { MetricFamily } from "../metrics.ts";
+import { STATUS_PAGE, STATUS_PAGE_CSP } from "./status_page.ts";
 
 /** What the admin API reports on and acts upon. */
 export interface AdminState {
@@ -23,10 +27,12 @@ export interface AdminState {
   reload(): Promise<{ ok: boolean; result: unknown }>;
   /** Prometheus text exposition of legate's metrics. */
   metrics(): string;
+  /** legate's version, when it started and its uptime, as JSON. */
+  status(): unknown;
 }
 
 const PATHS =
-  "/healthz, /readyz, /metrics, /routes, /upstreams, /config/errors, POST /reload";
+  "/ (status page), /healthz, /readyz, /metrics, /routes, /upstreams, /config/errors, /status, POST /reload";
 
 /**
  * Makes the admin listener's handler. Requests that {@linkcode adminRefusal}
@@ -43,6 +49,7 @@ const PATHS =
  *   configErrors: () => ({ errors: [] }),
  *   reload: () => Promise.resolve({ ok: true, result: {} }),
  *   metrics: () => "",
+ *   status: () => ({ version: "0.1.0" }),
  * });
  * // legate listens on 127.0.0.1:9901 by default; here any free port.
  * await using server = Deno.serve(
@@ -66,6 +73,7 @@ const PATHS =
  *   configErrors: () => ({ errors: [] }),
  *   reload: () => Promise.resolve({ ok: true, result: { reloads: ++reloads } }),
  *   metrics: () => "",
+ *   status: () => ({ version: "0.1.0" }),
  * });
  * const response = await handler(
  *   new Request("http://127.0.0.1:9901/reload", {
@@ -106,6 +114,10 @@ export function createAdminHandler(
         return json(200, state.upstreams());
       case "GET /config/errors":
         return json(200, state.configErrors());
+      case "GET /status":
+        return json(200, state.status());
+      case "GET /":
+        return statusPage();
       case "POST /reload": {
         const { ok, result } = await state.reload();
         return json(ok ? 200 : 422, result);
@@ -113,12 +125,14 @@ export function createAdminHandler(
     }
     if (
       [
+        "/",
         "/healthz",
         "/readyz",
         "/metrics",
         "/routes",
         "/upstreams",
         "/config/errors",
+        "/status",
         "/reload",
       ].includes(pathname)
     ) {
@@ -248,6 +262,19 @@ function text(status: number, body: string): Response {
   });
 }
 
+/** The status page, which may run its own script and fetch from this origin only. */
+function statusPage(): Response {
+  return new Response(STATUS_PAGE, {
+    headers: {
+      "content-type": "text/html; charset=utf-8",
+      "cache-control": "no-store",
+      "content-security-policy": STATUS_PAGE_CSP,
+      "x-content-type-options": "nosniff",
+      "referrer-policy": "no-referrer",
+    },
+  });
+}
+
 function json(status: number, value: unknown): Response {
   return new Response(JSON.stringify(value, null, 2) + "\n", {
     status,
@@ -255,23 +282,10 @@ function json(status: number, value: unknown): Response {
   });
 }
 
-/** One metric for {@linkcode renderMetrics}. */
-export interface Metric {
-  /** Metric name, e.g. `legate_config_last_reload_successful`. */
-  readonly name: string;
-  /** What it measures. */
-  readonly help: string;
-  /** Prometheus type. */
-  readonly type: "gauge" | "counter";
-  /** Samples: label set → value. */
-  readonly samples: readonly {
-    labels?: Record<string, string>;
-    value: number;
-  }[];
-}
-
 /**
- * Renders metrics in the Prometheus text exposition format.
+ * Renders metric families in the Prometheus text exposition format
+ * (version 0.0.4): counters and gauges as samples, histograms as cumulative
+ * `_bucket` lines with `le`, then `_sum` and `_count`.
  *
  * @example A gauge with a label, its value escaped
  * ```ts
@@ -290,25 +304,62 @@ export interface Metric {
  *     'legate_services{dir="routes \\"a\\""} 3\n',
  * );
  * ```
+ *
+ * @example A histogram
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { renderMetrics } from "./admin.ts";
+ * const text = renderMetrics([{
+ *   name: "seconds",
+ *   help: "Latency.",
+ *   type: "histogram",
+ *   bounds: [0.1, 1],
+ *   samples: [{ labels: { service: "users" }, cumulative: [0, 1], sum: 0.5, count: 1 }],
+ * }]);
+ * assert.equal(
+ *   text,
+ *   "# HELP seconds Latency.\n# TYPE seconds histogram\n" +
+ *     'seconds_bucket{service="users",le="0.1"} 0\n' +
+ *     'seconds_bucket{service="users",le="1"} 1\n' +
+ *     'seconds_bucket{service="users",le="+Inf"} 1\n' +
+ *     'seconds_sum{service="users"} 0.5\n' +
+ *     'seconds_count{service="users"} 1\n',
+ * );
+ * ```
  */
-export function renderMetrics(metrics: readonly Metric[]): string {
+export function renderMetrics(metrics: readonly MetricFamily[]): string {
   let out = "";
   for (const metric of metrics) {
     out +=
       `# HELP ${metric.name} ${metric.help}\n# TYPE ${metric.name} ${metric.type}\n`;
-    for (const { labels, value } of metric.samples) {
-      const set = labels && Object.keys(labels).length > 0
-        ? `{${
-          Object.entries(labels).map(([k, v]) =>
-            `${k}="${
-              v.replace(/[\\"\n]/g, (c) => c === "\n" ? "\\n" : `\\${c}`)
-            }"`
-          )
-            .join(",")
-        }}`
-        : "";
-      out += `${metric.name}${set} ${value}\n`;
+    if (metric.type !== "histogram") {
+      for (const { labels, value } of metric.samples) {
+        out += `${metric.name}${labelSet(labels)} ${value}\n`;
+      }
+      continue;
+    }
+    for (const { labels, cumulative, sum, count } of metric.samples) {
+      metric.bounds.forEach((bound, i) => {
+        out += `${metric.name}_bucket${
+          labelSet({ ...labels, le: String(bound) })
+        } ${cumulative[i]}\n`;
+      });
+      out += `${metric.name}_bucket${
+        labelSet({ ...labels, le: "+Inf" })
+      } ${count}\n`;
+      out += `${metric.name}_sum${labelSet(labels)} ${sum}\n`;
+      out += `${metric.name}_count${labelSet(labels)} ${count}\n`;
     }
   }
   return out;
+}
+
+function labelSet(labels: Readonly<Record<string, string>>): string {
+  const entries = Object.entries(labels);
+  if (entries.length === 0) return "";
+  return `{${
+    entries.map(([k, v]) =>
+      `${k}="${v.replace(/[\\"\n]/g, (c) => c === "\n" ? "\\n" : `\\${c}`)}"`
+    ).join(",")
+  }}`;
 }

@@ -19,11 +19,14 @@ import type { ListenerPlan } from "../config/plan.ts";
 import type { ServiceConfig } from "../config/service.ts";
 import { type RoutesWatch, watchRoutes } from "../config/watch.ts";
 import type { Logger } from "../log.ts";
+import { type MetricFamily, MetricsRegistry } from "../metrics.ts";
 import { HttpRouter } from "../router/router.ts";
+import { AccessLog, type AccessLogFormat } from "../server/access_log.ts";
 import {
   createHttpHandler,
   type HttpProxyContext,
   type HttpRoute,
+  type RequestOutcome,
 } from "../server/http_proxy.ts";
 import {
   type HttpListenerOptions,
@@ -31,7 +34,11 @@ import {
 } from "../server/http_listener.ts";
 import { ListenError, type RunningListener } from "../server/listeners.ts";
 import { serveTcp } from "../server/tcp_listener.ts";
-import { createTcpHandler, type TcpRoute } from "../server/tcp_proxy.ts";
+import {
+  createTcpHandler,
+  type TcpProxyContext,
+  type TcpRoute,
+} from "../server/tcp_proxy.ts";
 import { Traffic } from "../server/traffic.ts";
 import { Http1Transport } from "../transport/http1/client.ts";
 import { Discovery } from "../upstream/discovery.ts";
@@ -91,6 +98,16 @@ export interface LegateOptions {
    * system's (/etc/resolv.conf) when absent.
    */
   readonly resolver?: { readonly hostname: string; readonly port: number };
+  /**
+   * legate's version, as `GET /status` reports it (main.ts passes mod.ts'
+   * `VERSION`); `null` there when absent.
+   */
+  readonly version?: string;
+  /**
+   * Write one line per HTTP request and per TCP connection to standard
+   * output, as text or JSON; none when absent.
+   */
+  readonly accessLog?: AccessLogFormat;
 }
 
 /** The route files are invalid; `errors` has every problem. */
@@ -155,10 +172,12 @@ interface ActiveListener extends OpenListener {
 interface Context {
   readonly transport: Http1Transport;
   readonly log: Logger;
-  readonly traffic: Traffic;
+  readonly metrics: MetricsRegistry;
+  readonly accessLog: AccessLog | null;
   readonly http: HttpListenerOptions;
   readonly clusters: ClusterRegistry;
-  readonly logPhase: HttpProxyContext["logPhase"];
+  readonly httpProxy: HttpProxyContext;
+  readonly tcpProxy: TcpProxyContext;
 }
 
 /**
@@ -210,6 +229,8 @@ export class Legate {
     errors: readonly ReportedError[];
   };
   #lastSuccess: Date;
+  /** When legate started serving, for `GET /status`. */
+  readonly #startedAt = new Date();
   readonly #reloads = { success: 0, failure: 0 };
 
   private constructor(
@@ -247,11 +268,17 @@ export class Legate {
     if (result.errors) throw new InvalidConfigError(result.errors);
     const { config } = result;
     const adminAddress = parseAdminAddress(options.admin);
-    const traffic = new Traffic();
+    const metrics = new MetricsRegistry();
+    const traffic = new Traffic(metrics);
+    const accessLog = options.accessLog
+      ? new AccessLog(options.accessLog)
+      : null;
+    const transport = new Http1Transport();
     const context: Context = {
-      transport: new Http1Transport(),
+      transport,
       log,
-      traffic,
+      metrics,
+      accessLog,
       clusters: new ClusterRegistry({
         log,
         discover: async (sources, refreshMs, onChange) => {
@@ -279,21 +306,20 @@ export class Legate {
         },
         probe: probeEndpoint,
       }),
-      logPhase: [
-        (outcome) => traffic.observe(outcome),
-        (outcome) => {
-          if (log.enabled("debug")) {
-            log.debug("request", {
-              service: outcome.service,
-              method: outcome.method,
-              target: outcome.target,
-              upstream: outcome.endpoint?.location ?? null,
-              status: outcome.status,
-              attempts: outcome.attempts,
-            });
-          }
-        },
-      ],
+      httpProxy: {
+        transport,
+        log,
+        attempts: traffic,
+        logPhase: [
+          (outcome) => traffic.observe(outcome),
+          ...(accessLog ? [(o: RequestOutcome) => accessLog.request(o)] : []),
+        ],
+      },
+      tcpProxy: {
+        log,
+        traffic,
+        logPhase: accessLog ? [(o) => accessLog.connection(o)] : [],
+      },
       http: {
         ...(options.headerTimeout === undefined
           ? {}
@@ -329,7 +355,18 @@ export class Legate {
             };
           },
           upstreams: () => upstreamsReport(context.clusters.clusters),
-          metrics: () => started.legate ? started.legate.#metrics() : "",
+          status: () => {
+            if (started.legate === undefined) return null;
+            const startedAt = started.legate.#startedAt;
+            return {
+              version: options.version ?? null,
+              started_at: startedAt.toISOString(),
+              uptime_seconds: Math.floor(
+                (Date.now() - startedAt.getTime()) / 1000,
+              ),
+            };
+          },
+          metrics: () => renderMetrics(context.metrics.collect()),
         }),
         context.http,
       );
@@ -360,6 +397,19 @@ export class Legate {
     }
     const legate = new Legate(options, config, admin, listeners, context);
     started.legate = legate;
+    metrics.collector(() => [
+      ...legate.#configMetrics(),
+      ...upstreamMetrics(context.clusters.clusters),
+    ]);
+    if (accessLog) {
+      metrics.collector(() => [{
+        name: "legate_access_log_dropped_lines_total",
+        help:
+          "Access log lines dropped because standard output fell more than 4 MiB behind.",
+        type: "counter",
+        samples: [{ labels: {}, value: accessLog.dropped }],
+      }]);
+    }
     if (!isLoopback(adminAddress)) {
       log.warn("the admin listener accepts connections from other hosts", {
         admin: formatListenAddress(adminAddress),
@@ -440,6 +490,7 @@ export class Legate {
     this.#context.clusters.close();
     this.#context.transport.close();
     await this.admin.drain(0);
+    await this.#context.accessLog?.flush();
     return cuts.reduce((sum, n) => sum + n, 0);
   }
 
@@ -613,20 +664,24 @@ export class Legate {
     };
   }
 
-  #metrics(): string {
-    return renderMetrics([
+  /** Families about the routes and their reloads, read when metrics are scraped. */
+  #configMetrics(): MetricFamily[] {
+    return [
       {
         name: "legate_config_last_reload_successful",
         help:
           "Whether the last reload of the routes succeeded (1) or kept the previous routes (0).",
         type: "gauge",
-        samples: [{ value: this.#lastReload.ok ? 1 : 0 }],
+        samples: [{ labels: {}, value: this.#lastReload.ok ? 1 : 0 }],
       },
       {
         name: "legate_config_last_reload_success_timestamp_seconds",
         help: "When the routes last loaded successfully, in Unix seconds.",
         type: "gauge",
-        samples: [{ value: Math.floor(this.#lastSuccess.getTime() / 1000) }],
+        samples: [{
+          labels: {},
+          value: Math.floor(this.#lastSuccess.getTime() / 1000),
+        }],
       },
       {
         name: "legate_config_reloads_total",
@@ -641,11 +696,9 @@ export class Legate {
         name: "legate_services",
         help: "Services in the routes being served.",
         type: "gauge",
-        samples: [{ value: this.#config.services.length }],
+        samples: [{ labels: {}, value: this.#config.services.length }],
       },
-      ...this.#context.traffic.metrics(),
-      ...upstreamMetrics(this.#context.clusters.clusters),
-    ]);
+    ];
   }
 
   #logSummary(): void {
@@ -738,7 +791,7 @@ async function openListener(
       plan,
       listener: await serveHttp(
         plan.address,
-        createHttpHandler(() => router, context),
+        createHttpHandler(() => router, context.httpProxy),
         { ...context.http, onAcceptError },
       ),
       update(next, staged) {
@@ -753,7 +806,7 @@ async function openListener(
     plan,
     listener: await serveTcp(
       plan.address,
-      createTcpHandler(() => route, context),
+      createTcpHandler(() => route, context.tcpProxy),
       onAcceptError,
     ),
     update(next, staged) {

@@ -6,12 +6,12 @@
  * Reports read state; they never change it.
  * @module
  */
-import type { Metric } from "../admin/admin.ts";
 import { formatListenAddress } from "../address.ts";
 import { formatDuration } from "../config/duration.ts";
 import type { ListenerPlan } from "../config/plan.ts";
 import { type ServiceConfig, shownValue } from "../config/service.ts";
 import type { Logger } from "../log.ts";
+import type { MetricFamily } from "../metrics.ts";
 import type { RunningListener } from "../server/listeners.ts";
 import type { Cluster } from "../upstream/cluster.ts";
 import type { Endpoint } from "../upstream/endpoint.ts";
@@ -67,7 +67,9 @@ export function upstreamsReport(clusters: readonly Cluster[]): unknown {
 }
 
 /** The upstream metric families: health, load, retries, ejections, overflow. */
-export function upstreamMetrics(clusters: readonly Cluster[]): Metric[] {
+export function upstreamMetrics(
+  clusters: readonly Cluster[],
+): MetricFamily[] {
   const now = Date.now();
   const perEndpoint = (value: (endpoint: Endpoint) => number) =>
     clusters.flatMap((cluster) =>

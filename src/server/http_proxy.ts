@@ -25,6 +25,7 @@ import {
   withoutHopByHop,
 } from "../transport/headers.ts";
 import type {
+  ExchangeStats,
   ExchangeTimeouts,
   ExchangeTracker,
   HttpTransport,
@@ -34,7 +35,12 @@ import type { Cluster } from "../upstream/cluster.ts";
 import type { Endpoint } from "../upstream/endpoint.ts";
 import { hashKey } from "../upstream/hash.ts";
 import type { ClientConnection, HttpHandler } from "./http_listener.ts";
-import { requestTarget } from "./request_target.ts";
+import { receivedTarget, requestTarget } from "./request_target.ts";
+import {
+  type IncomingTrace,
+  type RequestTrace,
+  startTrace,
+} from "./trace_context.ts";
 
 /** What ring_hash and maglev hash to choose an endpoint. */
 export type HashOn =
@@ -61,22 +67,49 @@ export interface HttpRoute {
   readonly cluster: Cluster;
 }
 
-/** How one request ended, as the log phase hears it. */
+/**
+ * How one request ended, as the log phase hears it: when its response has
+ * been handed over whole (or cut), not when its head was.
+ */
 export interface RequestOutcome {
+  /** When it arrived, in epoch milliseconds. */
+  readonly startedAt: number;
   /** The service, or null when no route matched. */
   readonly service: string | null;
+  /** The client's address (`unix` for a Unix socket). */
+  readonly client: string;
   /** The request's method. */
   readonly method: string;
-  /** The target as forwarded (or as received when not forwarded). */
+  /** The target as the client sent it. */
   readonly target: string;
   /** The status the client got. */
   readonly status: number;
+  /** Request body bytes forwarded upstream. */
+  readonly bytesIn: number;
+  /** Response body bytes handed to the client. */
+  readonly bytesOut: number;
+  /** From arrival to the end of the response, in milliseconds. */
+  readonly durationMs: number;
   /** The endpoint that answered, when one did. */
   readonly endpoint: Endpoint | null;
+  /** Its time to the response head, in milliseconds, when one answered. */
+  readonly upstreamMs: number | null;
   /** Tries made, retries included. */
   readonly attempts: number;
+  /** The request's `X-Request-Id`, the client's or one legate made. */
+  readonly requestId: string | null;
+  /** The W3C trace id the request carried or was given, when tracing. */
+  readonly traceId: string | null;
   /** Why legate answered itself, when it did. */
   readonly error: ProxyError | null;
+}
+
+/** Counts what single tries measure: per-attempt histograms. */
+export interface AttemptMetrics {
+  /** A new upstream connection of `service` opened in `seconds`. */
+  connected(service: string, seconds: number): void;
+  /** An upstream of `service` sent its response head after `seconds`. */
+  answered(service: string, seconds: number): void;
 }
 
 /** What the pipeline needs besides the routes. */
@@ -87,9 +120,12 @@ export interface HttpProxyContext {
   readonly log: Logger;
   /** The log phase: each hears how every request ended. */
   readonly logPhase: readonly ((outcome: RequestOutcome) => void)[];
+  /** Hears what each try measured. */
+  readonly attempts: AttemptMetrics;
 }
 
 const VIA: HeaderPair = ["via", "1.1 legate"];
+const encoder = new TextEncoder();
 
 const STATUS_TEXT: Record<number, string> = {
   400: "Bad Request",
@@ -133,51 +169,66 @@ async function proxyRequest(
   router: HttpRouter<HttpRoute>,
   context: HttpProxyContext,
 ): Promise<Response> {
+  const started = performance.now();
+  const startedAt = Date.now();
+  const remote = client.remoteAddr;
   // Phase 1: route.
   const incoming = readRequestHeaders(request);
-  const refused = (error: ProxyError, status?: number) =>
-    answer(context, error, {
-      service: null,
-      method: request.method,
-      target: request.url,
-      endpoint: null,
-      attempts: 0,
-    }, status);
+  const traced = startTrace(incoming.trace, request.method);
+  const base = {
+    traced,
+    startedAt,
+    started,
+    service: null as string | null,
+    client: remote.transport === "tcp" ? remote.hostname : remote.transport,
+    method: request.method,
+    target: request.url,
+  };
   if (request.method === "CONNECT") {
-    return refused(
+    return answer(
+      context,
       new ProxyError(
         "http_request_error",
         "legate does not tunnel CONNECT; use a TCP route for tunnels",
       ),
+      base,
+      0,
       501,
     );
   }
   const parsed = requestTarget(request.url, request.method, incoming.host);
   if (typeof parsed === "string") {
-    return refused(new ProxyError("http_request_error", parsed));
+    base.target = receivedTarget(request.url);
+    return answer(
+      context,
+      new ProxyError("http_request_error", parsed),
+      base,
+      0,
+    );
   }
   const { authority, path, target } = parsed;
+  base.target = parsed.received;
   const route = router.route(authority, path === "*" ? "/" : path);
   if (!route) {
     const services = router.routes.map((r) =>
       `${r.name} (host ${r.match.host ?? "*"}, path ${r.match.pathPrefix})`
     ).join(", ");
-    return refused(
+    return answer(
+      context,
       new ProxyError(
         "destination_not_found",
         `no service on this listener matches host "${authority}" and path "${path}"; services: ${services}`,
       ),
+      base,
+      0,
     );
   }
+  base.service = route.name;
+  traced.routed(route.name);
   const forwardedTarget = route.stripPrefix && path !== "*"
     ? stripPrefix(route.match.pathPrefix, path) + target.slice(path.length)
     : target;
   const { cluster } = route;
-  const outcome = {
-    service: route.name,
-    method: request.method,
-    target: forwardedTarget,
-  };
   if (!cluster.admit()) {
     return answer(
       context,
@@ -185,12 +236,15 @@ async function proxyRequest(
         "connection_limit_reached",
         `service "${route.name}" is at limits.max_requests (${cluster.settings.limits.maxRequests})`,
       ),
-      { ...outcome, endpoint: null, attempts: 0 },
+      base,
+      0,
     );
   }
 
   // Phase 2: upstream request.
   const headers = withForwardingHeaders(incoming, client, authority);
+  // Each attempt's trace headers go here, replacing the previous attempt's.
+  const traceAt = headers.length;
   const retries = cluster.settings.retries;
   const replayable = retries.attempts > 1 &&
     (IDEMPOTENT.has(request.method) || retries.retryNonIdempotent);
@@ -229,7 +283,15 @@ async function proxyRequest(
     tried.add(endpoint);
     attempts++;
     headers[0] = ["host", route.preserveHost ? authority : endpoint.authority];
-    const attempt = new Attempt(client, cluster, endpoint);
+    const attemptTrace = traced.attempt(endpoint, forwardedTarget);
+    headers.length = traceAt;
+    for (const pair of attemptTrace.headers) headers.push(pair);
+    const attempt = new Attempt(
+      client,
+      cluster,
+      endpoint,
+      context.attempts,
+    );
     let upstream: UpstreamResponse;
     try {
       upstream = await context.transport.send(endpoint, {
@@ -250,6 +312,7 @@ async function proxyRequest(
         : new ProxyError("proxy_internal_error", String(error), {
           cause: error,
         });
+      attemptTrace.end(null, failure.kind);
       if (failure.source === "upstream") {
         cluster.finished(endpoint, failure.message);
       }
@@ -285,49 +348,67 @@ async function proxyRequest(
         upstream.body.cancel().catch(() => {});
       }
       attempt.release();
+      attemptTrace.end(status, null);
       retrying = String(status);
       await backoff(attempts);
       continue;
     }
 
     // Phase 4: upstream response.
-    const response = clientResponse(upstream);
-    attempt.leaveClusterAtRelease();
-    // Phase 5: log.
-    logPhase(context, {
-      ...outcome,
-      status: response.status,
-      endpoint,
-      attempts,
-      error: null,
+    const response = clientResponse(upstream, traced.requestId);
+    // Phase 5: log, once the response has been handed over.
+    attempt.whenReleased((stats) => {
+      cluster.leave();
+      attemptTrace.end(status, null);
+      logPhase(context, traced, {
+        startedAt,
+        service: base.service,
+        client: base.client,
+        method: base.method,
+        target: base.target,
+        status: response.status,
+        bytesIn: stats?.bytesSent ?? 0,
+        bytesOut: stats?.bytesReceived ?? 0,
+        durationMs: performance.now() - started,
+        endpoint,
+        upstreamMs: stats?.headMs ?? null,
+        attempts,
+        requestId: traced.requestId,
+        traceId: traced.traceId,
+        error: null,
+      });
     });
     return response;
   }
   cluster.leave();
-  return answer(context, failure, {
-    ...outcome,
-    endpoint: null,
-    attempts,
-  });
+  return answer(context, failure, base, attempts);
 }
 
 /**
  * One try of a request on one endpoint. It tracks the exchange for the
- * client connection (so a drain can cut it) and gives the endpoint's slot
- * back when the exchange ends: at once for a failure, when the body is read
- * for an answer.
+ * client connection (so a drain can cut it), counts what the exchange
+ * measured, and gives the endpoint's slot back when the exchange ends: at
+ * once for a failure, when the body is read for an answer.
  */
 class Attempt implements ExchangeTracker {
   readonly #client: ClientConnection;
   readonly #cluster: Cluster;
   readonly #endpoint: Endpoint;
+  readonly #metrics: AttemptMetrics;
+  #stats: ExchangeStats | null = null;
   #released = false;
-  #leave = false;
+  #onRelease: ((stats: ExchangeStats | null) => void) | null = null;
 
-  constructor(client: ClientConnection, cluster: Cluster, endpoint: Endpoint) {
+  constructor(
+    client: ClientConnection,
+    cluster: Cluster,
+    endpoint: Endpoint,
+    metrics: AttemptMetrics,
+  ) {
     this.#client = client;
     this.#cluster = cluster;
     this.#endpoint = endpoint;
+    this.#metrics = metrics;
     cluster.started(endpoint);
   }
 
@@ -335,8 +416,16 @@ class Attempt implements ExchangeTracker {
     this.#client.add(connection);
   }
 
-  delete(connection: { close(): void }): void {
-    this.#client.delete(connection);
+  delete(connection: { close(): void }, stats: ExchangeStats): void {
+    this.#client.delete(connection, stats);
+    this.#stats = stats;
+    const service = this.#cluster.name;
+    if (stats.connectMs !== null) {
+      this.#metrics.connected(service, stats.connectMs / 1000);
+    }
+    if (stats.headMs !== null) {
+      this.#metrics.answered(service, stats.headMs / 1000);
+    }
     this.release();
   }
 
@@ -345,13 +434,13 @@ class Attempt implements ExchangeTracker {
     if (this.#released) return;
     this.#released = true;
     this.#cluster.released(this.#endpoint);
-    if (this.#leave) this.#cluster.leave();
+    this.#onRelease?.(this.#stats);
   }
 
-  /** This try answered the request: the request leaves the cluster with it. */
-  leaveClusterAtRelease(): void {
-    if (this.#released) this.#cluster.leave();
-    else this.#leave = true;
+  /** Calls `done` with the exchange's measures once it is over (at once if it is). */
+  whenReleased(done: (stats: ExchangeStats | null) => void): void {
+    if (this.#released) done(this.#stats);
+    else this.#onRelease = done;
   }
 }
 
@@ -417,26 +506,60 @@ function requestHash(
 function answer(
   context: HttpProxyContext,
   error: ProxyError,
-  outcome: Omit<RequestOutcome, "status" | "error">,
+  request: {
+    readonly traced: RequestTrace;
+    readonly startedAt: number;
+    readonly started: number;
+    readonly service: string | null;
+    readonly client: string;
+    readonly method: string;
+    readonly target: string;
+  },
+  attempts: number,
   status?: number,
 ): Response {
-  const response = errorResponse(error, status);
+  const { response, bytes } = errorResponse(
+    error,
+    request.traced.requestId,
+    status,
+  );
   if (error.kind === "client_gone") {
     context.log.debug("client went away", {
-      service: outcome.service,
+      service: request.service,
       reason: error.message,
     });
   } else if (error.kind === "proxy_internal_error") {
     context.log.error("request failed", {
-      service: outcome.service,
+      service: request.service,
       reason: error.message,
     });
   }
-  logPhase(context, { ...outcome, status: response.status, error });
+  logPhase(context, request.traced, {
+    startedAt: request.startedAt,
+    service: request.service,
+    client: request.client,
+    method: request.method,
+    target: request.target,
+    status: response.status,
+    bytesIn: 0,
+    bytesOut: bytes,
+    durationMs: performance.now() - request.started,
+    endpoint: null,
+    upstreamMs: null,
+    attempts,
+    requestId: request.traced.requestId,
+    traceId: request.traced.traceId,
+    error,
+  });
   return response;
 }
 
-function logPhase(context: HttpProxyContext, outcome: RequestOutcome): void {
+function logPhase(
+  context: HttpProxyContext,
+  traced: RequestTrace,
+  outcome: RequestOutcome,
+): void {
+  traced.end(outcome.status, outcome.error?.kind ?? null);
   for (const hook of context.logPhase) hook(outcome);
 }
 
@@ -446,9 +569,20 @@ function logPhase(context: HttpProxyContext, outcome: RequestOutcome): void {
  * one; should the upstream have framed one anyway, its stream is cancelled,
  * which closes the connection rather than leaving it waiting.
  */
-function clientResponse(upstream: UpstreamResponse): Response {
+function clientResponse(
+  upstream: UpstreamResponse,
+  requestId: string,
+): Response {
   const headers = withoutHopByHop(upstream.headers);
-  headers.push(VIA);
+  // The client sees the ID legate logged, not one the upstream made up.
+  if (headers.some(([name]) => name === "x-request-id")) {
+    let kept = 0;
+    for (const pair of headers) {
+      if (pair[0] !== "x-request-id") headers[kept++] = pair;
+    }
+    headers.length = kept;
+  }
+  headers.push(VIA, ["x-request-id", requestId]);
   let body = upstream.body;
   if (upstream.status === 205 && body !== null) {
     if (body instanceof ReadableStream) body.cancel().catch(() => {});
@@ -471,6 +605,8 @@ interface IncomingHeaders {
   readonly forwardedFor: string | undefined;
   /** The client's `Via`, unless `Connection` named it. */
   readonly via: string | undefined;
+  /** The client's trace headers and request ID. */
+  readonly trace: IncomingTrace;
   /** Whether the request frames a body (Content-Length or Transfer-Encoding). */
   readonly framed: boolean;
   /** The body's length when Content-Length gives it. */
@@ -491,6 +627,9 @@ function readRequestHeaders(request: Request): IncomingHeaders {
   let connection: string | undefined;
   let forwardedFor: string | undefined;
   let via: string | undefined;
+  let traceparent: string | null = null;
+  let tracestate: string | null = null;
+  let requestId: string | null = null;
   for (const pair of request.headers) {
     switch (pair[0]) {
       case "host":
@@ -511,6 +650,16 @@ function readRequestHeaders(request: Request): IncomingHeaders {
         break;
       case "via":
         via = pair[1];
+        break;
+      // Sent upstream from the request's trace, once each.
+      case "traceparent":
+        traceparent = pair[1];
+        break;
+      case "tracestate":
+        tracestate = pair[1];
+        break;
+      case "x-request-id":
+        requestId = pair[1];
         break;
       case "x-forwarded-proto":
       case "x-forwarded-host":
@@ -536,6 +685,7 @@ function readRequestHeaders(request: Request): IncomingHeaders {
     host,
     forwardedFor,
     via,
+    trace: { traceparent, tracestate, requestId },
     framed,
     bodyLength: length !== undefined && /^\d+$/.test(length)
       ? Number(length)
@@ -571,14 +721,22 @@ function withForwardingHeaders(
 
 function errorResponse(
   error: ProxyError,
+  requestId: string,
   status: number = statusForError(error),
-): Response {
+): { response: Response; bytes: number } {
   const text = STATUS_TEXT[status] ?? "Error";
-  return new Response(`legate: ${status} ${text}: ${error.message}\n`, {
-    status,
-    headers: {
-      "content-type": "text/plain; charset=utf-8",
-      "proxy-status": `legate; error=${error.kind}`,
-    },
-  });
+  const body = encoder.encode(
+    `legate: ${status} ${text}: ${error.message}\n`,
+  );
+  return {
+    response: new Response(body, {
+      status,
+      headers: {
+        "content-type": "text/plain; charset=utf-8",
+        "proxy-status": `legate; error=${error.kind}`,
+        "x-request-id": requestId,
+      },
+    }),
+    bytes: body.length,
+  };
 }

@@ -21,6 +21,8 @@ export interface RequestTarget {
   readonly path: string;
   /** What is forwarded: the normalised path and the query exactly as sent. */
   readonly target: string;
+  /** The target as the client sent it, for logs. */
+  readonly received: string;
 }
 
 /** RFC 3986 host (a DNS name, IPv4, or a bracketed IPv6 literal) with an optional port. */
@@ -46,6 +48,7 @@ const UNRESERVED = /[A-Za-z0-9\-._~]/;
  *   authority: "api.local:8080",
  *   path: "/admin",
  *   target: "/admin?x=/..",
+ *   received: "/v1/../%2e%2e/admin?x=/..",
  * });
  * // Deno folds `Host: a/x` into the URL; the Host header gives it away.
  * assert.equal(typeof requestTarget("http://a/x/echo", "GET", "a/x"), "string");
@@ -75,11 +78,10 @@ export function requestTarget(
       JSON.stringify(authority.slice(0, 80))
     } is not a valid host[:port]`;
   }
-  let target = url.slice(end);
-  if (target === "" || target[0] === "?") target = `/${target}`;
+  const target = originForm(url.slice(end));
   // Deno writes `OPTIONS *` as the path "/*", which no resource is called.
   if (method === "OPTIONS" && target === "/*") {
-    return { authority, path: "*", target: "*" };
+    return { authority, path: "*", target: "*", received: "*" };
   }
   if (!TARGET.test(target)) {
     return "the request target has a byte outside visible ASCII, or a fragment";
@@ -95,7 +97,25 @@ export function requestTarget(
     authority,
     path,
     target: path === rawPath ? target : path + target.slice(rawPath.length),
+    received: target,
   };
+}
+
+/**
+ * The target of a request as its client sent it, from the URL Deno made of
+ * it, for logs: also for a request whose target or Host legate refuses.
+ */
+export function receivedTarget(url: string): string {
+  const scheme = url.indexOf("://");
+  if (scheme < 0) return url;
+  let end = scheme + 3;
+  while (end < url.length && url[end] !== "/" && url[end] !== "?") end++;
+  return originForm(url.slice(end));
+}
+
+/** The path and query of a URL, with the `/` a bare authority implies. */
+function originForm(target: string): string {
+  return target === "" || target[0] === "?" ? `/${target}` : target;
 }
 
 /**

@@ -43,8 +43,18 @@ export interface RelayResult {
   readonly end: "closed" | "error" | "idle" | "cut";
 }
 
+/** Bytes a relay has read so far from each side, to write to the other. */
+export interface RelayBytes {
+  /** From client to upstream. */
+  readonly sent: number;
+  /** From upstream to client. */
+  readonly received: number;
+}
+
 /** A running relay; `cut()` closes both sides at once. */
 export interface Relay {
+  /** What has moved so far, for metrics of connections that last. */
+  readonly bytes: RelayBytes;
   /** Settles when both directions are done and both connections are closed. */
   readonly done: Promise<RelayResult>;
   /** Closes both connections now, e.g. when a drain deadline passes. */
@@ -96,16 +106,20 @@ export function relay(
     closeQuietly(upstream);
   };
   const idle = new IdleTimer(idleMs, () => closeBoth("idle"));
-  const copy = async (from: Deno.Conn, to: Deno.Conn): Promise<number> => {
+  const bytes = { sent: 0, received: 0 };
+  const copy = async (
+    from: Deno.Conn,
+    to: Deno.Conn,
+    direction: "sent" | "received",
+  ): Promise<void> => {
     let buffer = takeBuffer(SMALL_BYTES);
-    let total = 0;
     try {
       while (true) {
         const n = await from.read(buffer);
         if (n === null) break;
         idle.touch();
+        bytes[direction] += n;
         await writeAll(to, buffer.subarray(0, n));
-        total += n;
         if (n === buffer.length && buffer.length === SMALL_BYTES) {
           returnBuffer(buffer);
           buffer = takeBuffer(LARGE_BYTES);
@@ -118,16 +132,15 @@ export function relay(
     } finally {
       returnBuffer(buffer);
     }
-    return total;
   };
-  const done = Promise.all([copy(client, upstream), copy(upstream, client)])
-    .then(
-      ([sent, received]) => {
-        idle.stop();
-        closeQuietly(client);
-        closeQuietly(upstream);
-        return { sent, received, end };
-      },
-    );
-  return { done, cut: () => closeBoth("cut") };
+  const done = Promise.all([
+    copy(client, upstream, "sent"),
+    copy(upstream, client, "received"),
+  ]).then(() => {
+    idle.stop();
+    closeQuietly(client);
+    closeQuietly(upstream);
+    return { sent: bytes.sent, received: bytes.received, end };
+  });
+  return { bytes, done, cut: () => closeBoth("cut") };
 }

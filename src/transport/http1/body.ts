@@ -25,6 +25,8 @@ import {
  * rather than letting its excess reach the upstream as another request).
  * `progress` hears of every chunk (the upload's idle timer).
  *
+ * Resolves with the body bytes written.
+ *
  * @throws {ProxyError} `client_gone` when reading the client's body fails,
  *   `http_request_error` when it does not match its length; a socket error
  *   as it is when writing upstream fails.
@@ -34,7 +36,7 @@ export async function writeRequestBody(
   body: ReadableStream<Uint8Array>,
   length: number | null,
   progress: IdleTimer,
-): Promise<void> {
+): Promise<number> {
   const chunked = length === null;
   const reader = body.getReader();
   const framing = { bytes: new Uint8Array(0) };
@@ -70,6 +72,7 @@ export async function writeRequestBody(
   }
   if (chunked) await writeAll(connection.conn as Deno.Conn, LAST_CHUNK);
   else if (sent !== length) throw lengthMismatch(length);
+  return sent;
 }
 
 function lengthMismatch(length: number): ProxyError {
@@ -82,17 +85,18 @@ function lengthMismatch(length: number): ProxyError {
 /**
  * The response body as a stream. `finish` learns once whether the
  * connection ended cleanly after it (the whole body read, nothing left over)
- * and may be reused.
+ * and may be reused, and how many body bytes were read.
  */
 export function responseBodyStream(
   connection: Http1Connection,
   framing: Framing,
   idleMs: number,
   where: string,
-  finish: (clean: boolean) => void,
+  finish: (clean: boolean, received: number) => void,
 ): ReadableStream<Uint8Array> {
   const next = bodyReader(connection, framing, where);
   let settled = false;
+  let received = 0;
   let idleFailure: ProxyError | undefined;
   const idle = new IdleTimer(idleMs, () => {
     idleFailure = new ProxyError(
@@ -105,7 +109,7 @@ export function responseBodyStream(
     if (settled) return;
     settled = true;
     idle.stop();
-    finish(clean);
+    finish(clean, received);
   };
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
@@ -117,6 +121,7 @@ export function responseBodyStream(
           return;
         }
         idle.touch();
+        received += chunk.length;
         controller.enqueue(chunk);
       } catch (error) {
         settle(false);

@@ -99,8 +99,20 @@ export interface HttpTransport {
 export interface ExchangeTracker {
   /** An exchange now holds `connection`. */
   add(connection: { close(): void }): void;
-  /** The exchange holding `connection` is over. */
-  delete(connection: { close(): void }): void;
+  /** The exchange holding `connection` is over; `stats` is what it measured. */
+  delete(connection: { close(): void }, stats: ExchangeStats): void;
+}
+
+/** What one exchange measured, as it ended. */
+export interface ExchangeStats {
+  /** Opening its connection, in milliseconds; null on a pooled connection. */
+  readonly connectMs: number | null;
+  /** From the start of the exchange to the response head, in milliseconds; null without one. */
+  readonly headMs: number | null;
+  /** Request body bytes sent. */
+  readonly bytesSent: number;
+  /** Response body bytes received. */
+  readonly bytesReceived: number;
 }
 
 /** Options of {@linkcode Http1Transport}. */
@@ -208,10 +220,13 @@ export class Http1Transport implements HttpTransport {
       }
     }
     if (request.signal.aborted) throw clientGone(endpoint);
+    const connecting = performance.now();
     const conn = await connectEndpoint(endpoint, timeouts.connect);
+    const connection = new Http1Connection(conn);
+    connection.connectMs = performance.now() - connecting;
     try {
       return await this.#exchange(
-        new Http1Connection(conn),
+        connection,
         head,
         endpoint,
         request,
@@ -234,6 +249,18 @@ export class Http1Transport implements HttpTransport {
     timeouts: ExchangeTimeouts,
   ): Promise<UpstreamResponse> {
     const where = `${request.method} ${endpoint.url}`;
+    const started = performance.now();
+    let headMs: number | null = null;
+    let bytesSent = 0;
+    // Measured once per exchange: a pooled connection's connect was another's.
+    const connectMs = connection.connectMs;
+    connection.connectMs = null;
+    const stats = (bytesReceived: number): ExchangeStats => ({
+      connectMs,
+      headMs,
+      bytesSent,
+      bytesReceived,
+    });
     request.tracker?.add(connection);
     let failure: ProxyError | undefined;
     const cut = (error: ProxyError) => {
@@ -273,7 +300,8 @@ export class Http1Transport implements HttpTransport {
     let requestSent = false;
     let headReceived = false;
     let sendFailure: ProxyError | undefined;
-    sendRequest(connection, head, request, uploadIdle).then(() => {
+    sendRequest(connection, head, request, uploadIdle).then((sent) => {
+      bytesSent = sent;
       requestSent = true;
       uploadIdle?.stop();
       if (!headReceived) startRequestTimer();
@@ -293,6 +321,7 @@ export class Http1Transport implements HttpTransport {
     let smallBody: Uint8Array<ArrayBuffer> | undefined;
     try {
       response = await readFinalHead(connection, request.method);
+      headMs = performance.now() - started;
       // A small body is read at once and handed over as bytes: a stream per
       // response costs more than the body itself.
       if (
@@ -302,7 +331,7 @@ export class Http1Transport implements HttpTransport {
         smallBody = await connection.readExactly(response.framing.length);
       }
     } catch (error) {
-      request.tracker?.delete(connection);
+      request.tracker?.delete(connection, stats(0));
       connection.close();
       if (failure) throw failure;
       // A protocol error keeps its own message; otherwise a failure while
@@ -325,8 +354,8 @@ export class Http1Transport implements HttpTransport {
       request.signal.removeEventListener("abort", onAbort);
     }
 
-    const finish = (clean: boolean) => {
-      request.tracker?.delete(connection);
+    const finish = (clean: boolean, received: number) => {
+      request.tracker?.delete(connection, stats(received));
       if (
         clean && response.keepAlive && requestSent && !connection.closed &&
         connection.buffered === 0
@@ -345,7 +374,7 @@ export class Http1Transport implements HttpTransport {
         where,
         finish,
       ));
-    if (!(body instanceof ReadableStream)) finish(true);
+    if (!(body instanceof ReadableStream)) finish(true, body?.length ?? 0);
     const headers = response.headers;
     const { contentLength } = response;
     if (
@@ -377,29 +406,31 @@ function bodyFraming(request: UpstreamRequest): BodyFraming {
   return request.bodyLength ?? "chunked";
 }
 
+/** Writes the request; resolves with the body bytes sent. */
 async function sendRequest(
   connection: Http1Connection,
   head: Uint8Array,
   request: UpstreamRequest,
   progress: IdleTimer | undefined,
-): Promise<void> {
+): Promise<number> {
   if (request.body instanceof Uint8Array) {
     // Held bytes go out with the head, in one write.
     const whole = new Uint8Array(head.length + request.body.length);
     whole.set(head);
     whole.set(request.body, head.length);
     await writeAll(connection.conn as Deno.Conn, whole);
-    return;
+    return request.body.length;
   }
   await writeAll(connection.conn as Deno.Conn, head);
   if (request.body instanceof ReadableStream) {
-    await writeRequestBody(
+    return await writeRequestBody(
       connection,
       request.body,
       request.bodyLength,
       progress!,
     );
   }
+  return 0;
 }
 
 /** Reads heads until the final one: interim 1xx responses (100, 103) are consumed. */

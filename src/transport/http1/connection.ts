@@ -40,6 +40,8 @@ export class Http1Connection {
   idleSince = 0;
   /** Until when the upstream said it keeps the connection open, in epoch milliseconds. */
   usableUntil = Infinity;
+  /** How long opening it took, in milliseconds, until its first exchange reports it. */
+  connectMs: number | null = null;
   /** A read issued while pooled, so a close by the upstream is noticed at once. */
   #pendingRead: Promise<number | null> | null = null;
   #pendingSettled = false;
