@@ -4,7 +4,8 @@
  *
  * It starts the Deno upstreams and every proxy as child processes, checks
  * that each forwards correctly, runs every scenario against the targets
- * interleaved (direct, nginx, HAProxy, socat, legate, then again), measuring
+ * interleaved (direct, nginx, HAProxy, socat, legate, legate with its access
+ * log, then again), measuring
  * the proxy's CPU and memory through /proc, and stops every child at the end,
  * on failure and on SIGINT/SIGTERM too.
  *

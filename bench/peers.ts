@@ -16,8 +16,9 @@ export const BENCH_DIR: string = new URL(".", import.meta.url).pathname;
 export const ROOT: string = new URL("../", import.meta.url).pathname;
 
 /**
- * Who forwards the load: nobody (`direct`), a peer proxy, legate, or legate
- * as another commit has it (`baseline`, with `--baseline REV`).
+ * Who forwards the load: nobody (`direct`), a peer proxy, legate, legate
+ * writing its access log (`legate_log`), or legate as another commit has it
+ * (`baseline`, with `--baseline REV`).
  */
 export type TargetName =
   | "direct"
@@ -25,6 +26,7 @@ export type TargetName =
   | "haproxy"
   | "socat"
   | "legate"
+  | "legate_log"
   | "baseline";
 
 /** The targets in the order every repetition runs them. */
@@ -34,6 +36,7 @@ export const TARGET_NAMES: readonly TargetName[] = [
   "haproxy",
   "socat",
   "legate",
+  "legate_log",
   "baseline",
 ];
 
@@ -153,9 +156,15 @@ const STARTERS: Record<Exclude<TargetName, "direct">, Starter> = {
   },
   legate: (_p, dir, vars, start) =>
     startLegate("legate", ROOT, dir, vars, start),
+  // stdout is a pipe the harness reads, as a container runtime's log is.
+  legate_log: (_p, dir, vars, start) =>
+    startLegate("legate_log", ROOT, dir, vars, start, ACCESS_LOG),
   baseline: (_p, dir, vars, start) =>
     startLegate("baseline", String(vars.BASELINE), dir, vars, start),
 };
+
+/** The flags of the `legate_log` target. */
+const ACCESS_LOG = ["--access-log", "json"];
 
 /** legate from the checkout `root`, with that checkout's start flags. */
 async function startLegate(
@@ -164,6 +173,7 @@ async function startLegate(
   dir: string,
   vars: Record<string, string | number>,
   start: (name: string, cmd: string, args: string[], cwd?: string) => Proc,
+  flags: string[] = [],
 ): Promise<Proc[]> {
   const docs = fill(template("legate.yaml"), vars).split(/^---$/m);
   for (const [i, doc] of docs.entries()) {
@@ -179,6 +189,7 @@ async function startLegate(
     dir,
     "--admin",
     `127.0.0.1:${admin}`,
+    ...flags,
   ], root);
   await ready(legate, async () => {
     try {
@@ -198,9 +209,10 @@ function socatLines(): string[] {
 }
 
 /**
- * Starts nginx, HAProxy, socat and legate in front of `up`, one after the
+ * Starts nginx, HAProxy, socat, legate and legate with its access log in
+ * front of `up`, one after the
  * other (config files and routes go below `dir`), waits until each is ready,
- * and returns all five targets, six with legate from the `baseline`
+ * and returns all six targets, seven with legate from the `baseline`
  * checkout. nginx and HAProxy get `workers` worker
  * processes or threads; socat forks per connection and legate is one process
  * either way. Ports come from binding port 0; as another process may take
@@ -275,5 +287,10 @@ export function startCommands(): string[] {
     `deno run ${
       startFlags().join(" ")
     } main.ts serve --routes $DIR --admin 127.0.0.1:$ADMIN_PORT`,
+    `deno run ${
+      startFlags().join(" ")
+    } main.ts serve --routes $DIR --admin 127.0.0.1:$ADMIN_PORT ${
+      ACCESS_LOG.join(" ")
+    } | cat > /dev/null`,
   ];
 }

@@ -103,6 +103,7 @@ const LABEL: Record<TargetName, string> = {
   haproxy: "HAProxy",
   socat: "socat",
   legate: "legate",
+  legate_log: "legate, access log on",
   baseline: "legate at the baseline commit",
 };
 
@@ -204,9 +205,9 @@ function ratioLine(
   scenario: Scenario,
   legate: Summary | undefined,
   peer: Summary | undefined,
-  peerName: string,
+  label: string,
 ): string {
-  if (!legate || !peer) return `- legate / ${peerName}: —`;
+  if (!legate || !peer) return `- ${label}: —`;
   const parts = [
     [legate.value, peer.value, scenario.unit],
     [legate.p99, peer.p99, "p99 latency"],
@@ -216,7 +217,7 @@ function ratioLine(
   const shown = parts.filter(([a, b]) =>
     a !== undefined && b !== undefined && b !== 0
   ).map(([a, b, what]) => `${times(a! / b!)} ${what}`);
-  return `- legate / ${peerName}: ${shown.join(", ")}`;
+  return `- ${label}: ${shown.join(", ")}`;
 }
 
 function table(scenario: Scenario, rows: Summary[], reps: number): string {
@@ -291,11 +292,11 @@ export function renderMarkdown(input: ReportInput): string {
     "Medians. Ratios are legate ÷ peer for the headline number: above 1 means legate is faster for throughput, slower for p99 latency.",
     "",
     input.baseline === undefined
-      ? "| scenario | headline | direct | nginx | HAProxy | socat | legate | legate/nginx | legate/HAProxy |"
-      : `| scenario | headline | direct | nginx | HAProxy | socat | legate | legate at ${input.baseline} | legate/nginx | legate/HAProxy | legate CPU per unit ÷ at ${input.baseline} |`,
+      ? "| scenario | headline | direct | nginx | HAProxy | socat | legate | legate, access log on | legate/nginx | legate/HAProxy | CPU per unit, access log on ÷ off |"
+      : `| scenario | headline | direct | nginx | HAProxy | socat | legate | legate, access log on | legate at ${input.baseline} | legate/nginx | legate/HAProxy | CPU per unit, access log on ÷ off | legate CPU per unit ÷ at ${input.baseline} |`,
     input.baseline === undefined
-      ? "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-      : "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      ? "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+      : "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   );
   const shown = TARGET_NAMES.filter((t) =>
     t !== "baseline" || input.baseline !== undefined
@@ -306,20 +307,19 @@ export function renderMarkdown(input: ReportInput): string {
       return fmt(sc.headline === "p99" ? r?.p99 : r?.value);
     };
     const legate = find(rows, "legate");
-    const baseline = find(rows, "baseline");
+    const cpuRatio = (other: Summary | undefined, of = legate) =>
+      times(
+        of?.cpu !== undefined && other?.cpu ? of.cpu / other.cpu : undefined,
+      );
     out.push(
       `| ${sc.title} | ${sc.headline === "p99" ? "p99 ms" : sc.unit} | ${
         shown.map(head).join(" | ")
       } | ${times(headlineRatio(sc, legate, find(rows, "nginx")))} | ${
         times(headlineRatio(sc, legate, find(rows, "haproxy")))
-      }${
-        input.baseline === undefined ? "" : ` | ${
-          times(
-            legate?.cpu !== undefined && baseline?.cpu
-              ? legate.cpu / baseline.cpu
-              : undefined,
-          )
-        }`
+      } | ${cpuRatio(legate, find(rows, "legate_log"))}${
+        input.baseline === undefined
+          ? ""
+          : ` | ${cpuRatio(find(rows, "baseline"))}`
       } |`,
     );
   }
@@ -339,10 +339,11 @@ export function renderMarkdown(input: ReportInput): string {
     "- **Upstreams** (bench/upstream.ts, one Deno process): an HTTP origin on `Deno.serve` answering fixed bodies (100 bytes, or 10 MiB for `/big`), a TCP echo server and a TCP sink (read/write loops, 64 KiB buffers).",
     "- **Targets**: direct (the load goes straight to the upstream), nginx, HAProxy, socat (TCP scenarios only: it is L4) and legate, all started once by the harness and kept running for the whole benchmark. Configs: bench/peers/ (templates; ports and paths are filled in at run time). legate runs from this checkout with the flags of `deno task start`.",
     '- **Fair tuning**: upstream keep-alive (nginx `proxy_http_version 1.1`, `keepalive 64`, `Connection ""`; HAProxy `http-reuse always`; legate pools by default), no response buffering (`proxy_buffering off`), 64 KiB buffers (nginx `proxy_buffer_size`, HAProxy `tune.bufsize`, socat `-b`), no access logs, unlimited client keep-alive requests. nginx and HAProxy add `X-Forwarded-For/Proto/Host` and `Via` as legate does. HAProxy splicing is off (default).',
+    "- **Access log**: `legate, access log on` is legate with `--access-log json`, its standard output a pipe the harness reads, as a container runtime reads a container's log; it writes one JSON line per HTTP request and per TCP connection. Its CPU per unit over plain legate's is the log's cost.",
     ...(input.baseline === undefined ? [] : [
       `- **Baseline**: \`--baseline ${input.baseline}\` runs legate as commit ${input.baseline} had it (\`git archive\`, started with that commit's own \`deno task start\` flags and the same route files) as one more target, so a change's cost per request is measured beside the change, in the same run.`,
     ]),
-    `- **Interleaving**: each scenario runs its targets in turn (direct, nginx, HAProxy, socat, legate${
+    `- **Interleaving**: each scenario runs its targets in turn (direct, nginx, HAProxy, socat, legate, legate with its access log${
       input.baseline === undefined ? "" : ", legate at the baseline"
     }), and runs that round ${input.reps} time(s) in all, so slow drifts of the machine hit all targets alike.`,
     "- **Throughput and latency** come from the load tool: wrk `--latency` for HTTP (p50/p99 per request), bench/tcp_load.ts for TCP.",
@@ -365,14 +366,30 @@ export function renderMarkdown(input: ReportInput): string {
       "",
       table(sc, rows, input.reps),
       "",
-      ratioLine(sc, find(rows, "legate"), find(rows, "nginx"), "nginx"),
-      ratioLine(sc, find(rows, "legate"), find(rows, "haproxy"), "HAProxy"),
+      ratioLine(
+        sc,
+        find(rows, "legate"),
+        find(rows, "nginx"),
+        "legate / nginx",
+      ),
+      ratioLine(
+        sc,
+        find(rows, "legate"),
+        find(rows, "haproxy"),
+        "legate / HAProxy",
+      ),
+      ratioLine(
+        sc,
+        find(rows, "legate_log"),
+        find(rows, "legate"),
+        "legate, access log on / off",
+      ),
       ...(input.baseline === undefined ? [] : [
         ratioLine(
           sc,
           find(rows, "legate"),
           find(rows, "baseline"),
-          `legate at ${input.baseline}`,
+          `legate / legate at ${input.baseline}`,
         ),
       ]),
     );
