@@ -11,7 +11,7 @@ import { writeAll } from "../connect.ts";
 import { classifySocketError, ProxyError } from "../errors.ts";
 import { IdleTimer } from "../idle_timer.ts";
 import { type Http1Connection, READ_CHUNK_BYTES } from "./connection.ts";
-import { frameChunk, LAST_CHUNK } from "./encode.ts";
+import { frameChunk } from "./encode.ts";
 import {
   checkTrailerLine,
   type Framing,
@@ -20,10 +20,24 @@ import {
 } from "./parse.ts";
 
 /**
+ * How many bytes of a request body may wait in legate to be written upstream
+ * while the next ones are read from the client: 1 MiB, Envoy's default
+ * per-connection buffer limit. Reading ahead keeps a backlog out of Deno's
+ * HTTP/1.1 server, which moves the rest of its buffer after each chunk of a
+ * chunked body it hands over: with reading paused during every upstream
+ * write, a piped 200 MB upload took 3–5 s instead of 0.25 s.
+ */
+const READ_AHEAD_BYTES = 1024 * 1024;
+
+/**
  * Writes `body` to the connection: chunk-framed when `length` is null, else
  * exactly `length` bytes (a body that disagrees with its length is refused
  * rather than letting its excess reach the upstream as another request).
- * `progress` hears of every chunk (the upload's idle timer).
+ * `progress` hears of every chunk read (the upload's idle timer).
+ *
+ * Reading and writing overlap: while one write is on its way, up to
+ * {@link READ_AHEAD_BYTES} more are read, and what has gathered goes out as
+ * one write (one chunk when chunked) when the write before it is done.
  *
  * Resolves with the body bytes written.
  *
@@ -37,42 +51,136 @@ export async function writeRequestBody(
   length: number | null,
   progress: IdleTimer,
 ): Promise<number> {
-  const chunked = length === null;
   const reader = body.getReader();
-  const framing = { bytes: new Uint8Array(0) };
-  let sent = 0;
-  while (true) {
-    let chunk: ReadableStreamReadResult<Uint8Array>;
-    try {
-      chunk = await reader.read();
-    } catch (error) {
-      throw new ProxyError(
-        "client_gone",
-        `client request body failed: ${(error as Error).message}`,
-        { cause: error },
-      );
+  // A failed write ends a wait for the client's next chunk.
+  const upload = new Upload(
+    connection.conn as Deno.Conn,
+    length === null,
+    (error) => reader.cancel(error).catch(() => {}),
+  );
+  let read = 0;
+  try {
+    while (true) {
+      const chunk = await readChunk(reader);
+      upload.check();
+      if (chunk.done) break;
+      if (chunk.value.length === 0) continue;
+      read += chunk.value.length;
+      if (length !== null && read > length) throw lengthMismatch(length);
+      progress.touch();
+      await upload.push(chunk.value);
     }
-    if (chunk.done) break;
-    if (chunk.value.length === 0) continue;
-    sent += chunk.value.length;
-    if (!chunked && sent > length) {
-      reader.cancel().catch(() => {});
-      throw lengthMismatch(length);
+    if (length !== null && read !== length) throw lengthMismatch(length);
+    await upload.end();
+  } catch (error) {
+    reader.cancel(error).catch(() => {});
+    throw error;
+  }
+  return read;
+}
+
+async function readChunk(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+): Promise<ReadableStreamReadResult<Uint8Array>> {
+  try {
+    return await reader.read();
+  } catch (error) {
+    throw new ProxyError(
+      "client_gone",
+      `client request body failed: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * The writing half of an upload: chunks pushed while a write is on its way
+ * wait, and go out together as the next write.
+ */
+class Upload {
+  readonly #conn: Deno.Conn;
+  readonly #chunked: boolean;
+  readonly #onFailure: (error: unknown) => void;
+  readonly #framing = { bytes: new Uint8Array(0) };
+  #failure: { error: unknown } | undefined;
+  #waiting: Uint8Array[] = [];
+  #waitingBytes = 0;
+  #writing: Promise<void> | undefined;
+  /** The write on its way, when one is. */
+  #write: Promise<void> | undefined;
+
+  constructor(
+    conn: Deno.Conn,
+    chunked: boolean,
+    onFailure: (error: unknown) => void,
+  ) {
+    this.#conn = conn;
+    this.#chunked = chunked;
+    this.#onFailure = onFailure;
+  }
+
+  /** Throws the error of a write that failed. */
+  check(): void {
+    if (this.#failure) throw this.#failure.error;
+  }
+
+  /** Queues `data`; waits only while the read-ahead is full. */
+  async push(data: Uint8Array): Promise<void> {
+    this.check();
+    this.#waiting.push(data);
+    this.#waitingBytes += data.length;
+    if (!this.#writing) {
+      this.#writing = this.#flush(false);
+      // a failure is seen by the next step of the upload, not here
+      this.#writing.catch(() => {});
     }
-    progress.touch();
+    // Reading goes on as soon as the write on its way is done and what
+    // waits has been taken for the next one.
+    if (this.#waitingBytes >= READ_AHEAD_BYTES) await this.#write;
+  }
+
+  /** Writes what waits, and the last chunk when chunked. */
+  async end(): Promise<void> {
+    if (this.#writing) await this.#writing;
+    this.check();
+    if (this.#waitingBytes > 0 || this.#chunked) await this.#flush(true);
+  }
+
+  /** Writes until nothing waits; `last` ends a chunked body with the rest. */
+  async #flush(last: boolean): Promise<void> {
     try {
-      await writeAll(
-        connection.conn as Deno.Conn,
-        chunked ? frameChunk(chunk.value, framing) : chunk.value,
-      );
+      while (this.#waiting.length > 0 || last) {
+        const parts = this.#waiting;
+        this.#waiting = [];
+        this.#waitingBytes = 0;
+        this.#write = writeAll(this.#conn, this.#frame(parts, last));
+        await this.#write;
+        last = false;
+      }
     } catch (error) {
-      reader.cancel(error).catch(() => {});
+      this.#failure = { error };
+      this.#onFailure(error);
       throw error;
+    } finally {
+      this.#writing = undefined;
     }
   }
-  if (chunked) await writeAll(connection.conn as Deno.Conn, LAST_CHUNK);
-  else if (sent !== length) throw lengthMismatch(length);
-  return sent;
+
+  #frame(parts: Uint8Array[], last: boolean): Uint8Array {
+    if (this.#chunked) return frameChunk(parts, this.#framing, last);
+    if (parts.length === 1) return parts[0]!;
+    let bytes = 0;
+    for (const part of parts) bytes += part.length;
+    if (this.#framing.bytes.length < bytes) {
+      this.#framing.bytes = new Uint8Array(bytes);
+    }
+    let at = 0;
+    for (const part of parts) {
+      this.#framing.bytes.set(part, at);
+      at += part.length;
+    }
+    return this.#framing.bytes.subarray(0, bytes);
+  }
 }
 
 function lengthMismatch(length: number): ProxyError {

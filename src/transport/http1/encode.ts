@@ -29,7 +29,7 @@ const NOT_ASCII = /[\u0080-\uffff]/;
 const utf8 = new TextEncoder();
 
 /** The bytes that end a chunked body: the last chunk and an empty trailer section. */
-export const LAST_CHUNK: Uint8Array = utf8.encode("0\r\n\r\n");
+const LAST_CHUNK: Uint8Array = utf8.encode("0\r\n\r\n");
 
 /**
  * Encodes a request head. `body` says how the body is framed: `"none"` for a
@@ -97,31 +97,44 @@ function refused(what: string): ProxyError {
 }
 
 /**
- * Frames `data` (never empty) as one chunk in `buffer`, reused across the chunks of one
- * body (each write completes before the next chunk is framed), so an upload
- * allocates nothing per chunk. Returns the framed bytes.
+ * Frames `parts` (their bytes in order) as one chunk in `buffer`, followed by
+ * the last chunk when `last` is set. The buffer is reused across the writes
+ * of one body (each write completes before the next is framed), so an upload
+ * allocates nothing per chunk once the buffer is large enough. Returns the
+ * framed bytes.
  *
  * @example Usage
  * ```ts
  * import assert from "node:assert/strict";
  * import { frameChunk } from "./encode.ts";
- * const framed = frameChunk(new TextEncoder().encode("hello"), { bytes: new Uint8Array(0) });
- * assert.equal(new TextDecoder().decode(framed), "5\r\nhello\r\n");
+ * const hello = new TextEncoder().encode("hello");
+ * const framed = frameChunk([hello, hello], { bytes: new Uint8Array(0) }, true);
+ * assert.equal(new TextDecoder().decode(framed), "a\r\nhellohello\r\n0\r\n\r\n");
  * ```
  */
 export function frameChunk(
-  data: Uint8Array,
+  parts: readonly Uint8Array[],
   buffer: { bytes: Uint8Array },
+  last: boolean,
 ): Uint8Array {
-  // An empty chunk would be the last chunk: the body would end there.
-  if (data.length === 0) throw new RangeError("Cannot frame an empty chunk");
-  const size = `${data.length.toString(16)}\r\n`;
-  const length = size.length + data.length + 2;
+  let bytes = 0;
+  for (const part of parts) bytes += part.length;
+  // An empty chunk is the last chunk: the body would end there.
+  if (bytes === 0 && !last) throw new RangeError("Cannot frame an empty chunk");
+  const size = bytes === 0 ? "" : `${bytes.toString(16)}\r\n`;
+  const data = size.length + bytes + (bytes === 0 ? 0 : 2);
+  const length = data + (last ? LAST_CHUNK.length : 0);
   if (buffer.bytes.length < length) buffer.bytes = new Uint8Array(length);
   const framed = buffer.bytes;
-  utf8.encodeInto(size, framed);
-  framed.set(data, size.length);
-  framed[length - 2] = 13;
-  framed[length - 1] = 10;
+  let at = utf8.encodeInto(size, framed).written;
+  for (const part of parts) {
+    framed.set(part, at);
+    at += part.length;
+  }
+  if (bytes !== 0) {
+    framed[at++] = 13;
+    framed[at++] = 10;
+  }
+  if (last) framed.set(LAST_CHUNK, at);
   return framed.subarray(0, length);
 }

@@ -7,12 +7,7 @@ import assert from "node:assert/strict";
 import { ProxyError } from "../errors.ts";
 import type { HeaderPair } from "../headers.ts";
 import { text } from "./_scripted_stream.ts";
-import {
-  type BodyFraming,
-  encodeRequestHead,
-  frameChunk,
-  LAST_CHUNK,
-} from "./encode.ts";
+import { type BodyFraming, encodeRequestHead, frameChunk } from "./encode.ts";
 
 const isRequestError = (error: unknown) =>
   error instanceof ProxyError && error.kind === "http_request_error" &&
@@ -265,33 +260,48 @@ Deno.test("request head: refuses a caller's Content-Length or Transfer-Encoding"
 Deno.test("frameChunk frames data as hex size, CRLF, data, CRLF", () => {
   const buffer = { bytes: new Uint8Array(0) };
   assert.equal(
-    text(frameChunk(new TextEncoder().encode("hello"), buffer)),
+    text(frameChunk([new TextEncoder().encode("hello")], buffer, false)),
     "5\r\nhello\r\n",
   );
   assert.equal(
-    text(frameChunk(new Uint8Array(26).fill(0x78), buffer)),
+    text(frameChunk([new Uint8Array(26).fill(0x78)], buffer, false)),
     `1a\r\n${"x".repeat(26)}\r\n`,
   );
   assert.equal(
-    text(frameChunk(new Uint8Array(4096).fill(0x79), buffer)),
+    text(frameChunk([new Uint8Array(4096).fill(0x79)], buffer, false)),
     `1000\r\n${"y".repeat(4096)}\r\n`,
+  );
+});
+
+Deno.test("frameChunk joins parts into one chunk and appends the last chunk when asked", () => {
+  const buffer = { bytes: new Uint8Array(0) };
+  const parts = [
+    new TextEncoder().encode("ab"),
+    new Uint8Array(0),
+    new TextEncoder().encode("cde"),
+  ];
+  assert.equal(text(frameChunk(parts, buffer, false)), "5\r\nabcde\r\n");
+  assert.equal(
+    text(frameChunk(parts, buffer, true)),
+    "5\r\nabcde\r\n0\r\n\r\n",
+  );
+  assert.equal(text(frameChunk([], buffer, true)), "0\r\n\r\n");
+  assert.throws(
+    () => frameChunk([new Uint8Array(0)], buffer, false),
+    RangeError,
   );
 });
 
 Deno.test("frameChunk reuses its buffer for a chunk that fits and grows it for one that does not", () => {
   const buffer = { bytes: new Uint8Array(0) };
-  const first = frameChunk(new Uint8Array(10).fill(0x61), buffer);
+  const first = frameChunk([new Uint8Array(10).fill(0x61)], buffer, false);
   const grown = buffer.bytes;
   assert.equal(first.buffer, grown.buffer);
-  const second = frameChunk(new Uint8Array(3).fill(0x62), buffer);
+  const second = frameChunk([new Uint8Array(3).fill(0x62)], buffer, false);
   assert.equal(buffer.bytes, grown);
   assert.equal(second.buffer, grown.buffer);
   assert.equal(text(second), "3\r\nbbb\r\n");
-  frameChunk(new Uint8Array(100), buffer);
+  frameChunk([new Uint8Array(100)], buffer, false);
   assert.notEqual(buffer.bytes, grown);
   assert.ok(buffer.bytes.length >= 100 + "64\r\n\r\n".length);
-});
-
-Deno.test("LAST_CHUNK is the last chunk with an empty trailer section", () => {
-  assert.equal(text(LAST_CHUNK), "0\r\n\r\n");
 });
