@@ -71,10 +71,7 @@
  * ```
  * @module
  */
-import denoJson from "./deno.json" with { type: "json" };
-
-/** legate's version. */
-export const VERSION: string = denoJson.version;
+export { VERSION } from "./src/version.ts";
 
 export {
   type ConfigSnapshot,
@@ -88,6 +85,7 @@ export {
 } from "./src/config/errors.ts";
 export {
   formatListenAddress,
+  isLoopback,
   type ListenAddress,
   parseListenAddress,
 } from "./src/address.ts";
@@ -112,7 +110,6 @@ export type {
 export { routeFileJsonSchema } from "./src/config/schema.ts";
 export {
   InvalidConfigError,
-  isLoopback,
   Legate,
   type LegateOptions,
   type OpenListener,

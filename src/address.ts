@@ -105,3 +105,21 @@ export function addressesOverlap(a: ListenAddress, b: ListenAddress): boolean {
   return a.hostname === b.hostname || WILDCARD_HOSTS.has(a.hostname) ||
     WILDCARD_HOSTS.has(b.hostname);
 }
+
+/**
+ * Whether only this host can reach `address`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isLoopback, parseListenAddress } from "./address.ts";
+ * assert.equal(isLoopback(parseListenAddress("127.0.0.1:9901")), true);
+ * assert.equal(isLoopback(parseListenAddress("[::1]:9901")), true);
+ * assert.equal(isLoopback(parseListenAddress(":9901")), false);
+ * ```
+ */
+export function isLoopback(address: ListenAddress): boolean {
+  if (address.transport === "unix") return true;
+  const host = address.hostname.toLowerCase();
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}

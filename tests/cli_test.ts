@@ -89,6 +89,7 @@ Deno.test("prints --version and --help, and exits 2 on a bad command line", asyn
   const version = await run(["--version"]);
   assert.equal(version.code, 0);
   assert.match(version.stdout, /^legate \d+\.\d+\.\d+\n$/);
+  assert.equal((await run(["-V"])).stdout, version.stdout);
   const help = await run(["--help"]);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /legate check +\[--routes DIR\]/);
@@ -110,6 +111,12 @@ Deno.test("prints --version and --help, and exits 2 on a bad command line", asyn
       [["--max-idle-connections", "0"], /--max-idle-connections: "0" is not/],
       [["--max-idle-connections", "many"], /"many" is not a whole number/],
       [["check", "--header-timeout", "5s"], /check takes no --header-timeout/],
+      [["--bogus"], /unknown option "--bogus"/],
+      [["-x"], /unknown option "-x"/],
+      [["check", "--routes"], /--routes needs a value/],
+      [["--routes", "--no-watch"], /--routes needs a value/],
+      [["--no-watch=yes"], /--no-watch takes no value/],
+      [["--", "--routes"], /unknown command "--routes"/],
     ] as const
   ) {
     const result = await run([...args]);

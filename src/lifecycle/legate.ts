@@ -11,7 +11,11 @@
  */
 import { createAdminHandler, renderMetrics } from "../admin/admin.ts";
 import type { ListenAddress } from "../address.ts";
-import { formatListenAddress, parseListenAddress } from "../address.ts";
+import {
+  formatListenAddress,
+  isLoopback,
+  parseListenAddress,
+} from "../address.ts";
 import { type ConfigSnapshot, loadConfig } from "../config/config.ts";
 import { type ConfigError, RoutesDirectoryError } from "../config/errors.ts";
 import type { ReferenceSource } from "../config/interpolate.ts";
@@ -766,13 +770,6 @@ function parseAdminAddress(text: string): ListenAddress {
   } catch (error) {
     throw new ListenError(`Invalid admin address: ${(error as Error).message}`);
   }
-}
-
-/** Whether only this host can reach `address`. */
-export function isLoopback(address: ListenAddress): boolean {
-  if (address.transport === "unix") return true;
-  const host = address.hostname.toLowerCase();
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
 }
 
 async function openListener(
