@@ -97,6 +97,7 @@ export {
 export type { ListenerPlan, Plan } from "./src/config/plan.ts";
 export type {
   BalancePolicy,
+  CertificateFiles,
   HashOnConfig,
   HealthCheckConfig,
   LimitsConfig,
@@ -106,6 +107,7 @@ export type {
   ServiceConfig,
   TimeoutsConfig,
   UpstreamConfig,
+  UpstreamTlsConfig,
 } from "./src/config/service.ts";
 export { routeFileJsonSchema } from "./src/config/schema.ts";
 export {
@@ -118,6 +120,7 @@ export {
 } from "./src/lifecycle/legate.ts";
 export type { AccessLogFormat } from "./src/server/access_log.ts";
 export { ListenError, type RunningListener } from "./src/server/listeners.ts";
+export type { TlsMaterial } from "./src/server/tls_termination.ts";
 export {
   LOG_LEVELS,
   type LogFields,

@@ -36,7 +36,7 @@ Deno.test("check exits 0 for valid routes and 1 with every error on stderr", asy
   assert.equal(bad.code, 1);
   assert.equal(
     bad.stderr,
-    `${dir}/bad.yaml:2:13: upstreams[0]: "htp://x" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, or unix:/path)\n` +
+    `${dir}/bad.yaml:2:13: upstreams[0]: "htp://x" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, unix:/path, or http+unix:/path and https+unix:/path)\n` +
       `${dir}/bad.yaml:3:1: unknown key "matchh" (did you mean "match"?)\n` +
       `2 error(s) in ${dir}\n`,
   );

@@ -442,7 +442,7 @@ Deno.test("a +srv scheme decides the protocol like its base scheme", () => {
       "listen: :1\nupstreams: ['http+srv://_h._tcp.a.b', 'tcp+srv://_r._tcp.a.b']\n",
     ),
     [
-      "s.yaml:2:12: upstreams: mixes HTTP (http://, https://) and TCP (tcp://, tls://, unix:) upstreams: a service speaks one protocol",
+      "s.yaml:2:12: upstreams: mixes HTTP (http://, https://, http+unix:) and TCP (tcp://, tls://, unix:) upstreams: a service speaks one protocol",
     ],
   );
 });

@@ -85,7 +85,7 @@ Deno.test("errors show ${file:...} and secret-named references as written, never
     'a.yaml:1:9: listen: "127.0.0.1:${file:/run/secrets/listen}" is not a listen address (use host:port, :port or unix:/path, e.g. 127.0.0.1:15001)',
     'b.yaml:2:13: upstreams[0]: "http://b:${file:/run/secrets/port}": the port must be 1 to 65535',
     'b2.yaml:3:16: match.host: "db_${DB_PASS}!" is not a host to match (use an exact name or *.suffix)',
-    'c.yaml:2:13: upstreams[0]: "tcp://${file:/run/secrets/host}:1" is not an HTTP upstream (use http:// or https://, or their +srv forms)',
+    'c.yaml:2:13: upstreams[0]: "tcp://${file:/run/secrets/host}:1" is not an HTTP upstream (use http:// or https://, their +srv forms, or http+unix:)',
     'd.yaml:3:23: match.path_prefix: "x${file:/run/secrets/quote}" is not a path prefix (it must start with /)',
   ]);
   assertNoSecret(messages);

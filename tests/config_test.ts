@@ -50,11 +50,11 @@ Deno.test("reports every error of every file at once, each with file:line:column
     "types.yml:1:9: listen: expected a string, got 15001",
     'types.yml:2:12: upstreams: expected an array, got "http://a"',
     'types.yml:3:15: strip_prefix: expected a boolean, got "yes please"',
-    'users.yaml:4:5: upstreams[1]: "htp://x" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, or unix:/path)',
+    'users.yaml:4:5: upstreams[1]: "htp://x" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, unix:/path, or http+unix:/path and https+unix:/path)',
     'users.yaml:6:5: upstreams[2]: unknown key "wieght" (did you mean "weight"?)',
     'users.yaml:7:13: timeouts: unknown key "conect" (did you mean "connect"?)',
     'users.yaml:7:31: timeouts.idle: "5 seconds" is not a duration (use a number and a unit: 250ms, 2s, 5m, 1h)',
-    'users.yaml:8:1: unknown key "cache" (valid keys: name, listen, protocol, upstreams, match, strip_prefix, preserve_host, timeouts, balance, hash_on, health_check, outlier, retries, limits, dns_refresh)',
+    'users.yaml:8:1: unknown key "cache" (valid keys: name, listen, mode, tls, upstream_tls, protocol, upstreams, match, strip_prefix, preserve_host, timeouts, balance, hash_on, health_check, outlier, retries, limits, dns_refresh)',
   ]);
 });
 
@@ -78,8 +78,8 @@ Deno.test("names missing keys, empty files, bad listen addresses and misplaced H
     'c-listen.yaml:1:9: listen: "localhost" is not a listen address (use host:port, :port or unix:/path, e.g. 127.0.0.1:15001)',
     "d-tcp.yaml:3:8: match: applies to HTTP services only; this service is tcp",
     "d-tcp.yaml:4:22: timeouts.request: applies to HTTP services only; TCP connections use timeouts.idle",
-    "e-mixed.yaml:2:12: upstreams: mixes HTTP (http://, https://) and TCP (tcp://, tls://, unix:) upstreams: a service speaks one protocol",
-    'f-protocol.yaml:3:13: upstreams[0]: "tcp://b:1" is not an HTTP upstream (use http:// or https://, or their +srv forms)',
+    "e-mixed.yaml:2:12: upstreams: mixes HTTP (http://, https://, http+unix:) and TCP (tcp://, tls://, unix:) upstreams: a service speaks one protocol",
+    'f-protocol.yaml:3:13: upstreams[0]: "tcp://b:1" is not an HTTP upstream (use http:// or https://, their +srv forms, or http+unix:)',
     "g-strip.yaml:3:15: strip_prefix: needs match.path_prefix: there is no prefix to strip",
     "h-two.yaml:3:1: a route file holds one service: remove the second YAML document (after ---) or move it to its own file",
     "i-list.yaml:1:1: a route file is a mapping of keys such as listen: and upstreams:",
@@ -120,7 +120,7 @@ Deno.test("resolves ${VAR}, ${VAR:-default} and ${file:...}; a missing reference
   const result = await loadConfig(dir, noReferences);
   assert.equal(
     result.errors?.[0]?.detail,
-    '"http://a:${x}" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, or unix:/path)',
+    '"http://a:${x}" is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, unix:/path, or http+unix:/path and https+unix:/path)',
   );
   await Deno.writeTextFile(
     join(dir, "token.yaml"),

@@ -3,6 +3,8 @@ import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { loadConfig } from "../mod.ts";
 import { ROOT } from "./_helpers.ts";
+import { makeCa } from "./_certificates.ts";
+import { processReferences } from "../src/config/interpolate.ts";
 
 Deno.test("the Kubernetes example's route files are valid and its flags exist", async () => {
   const text = await Deno.readTextFile(
@@ -17,9 +19,24 @@ Deno.test("the Kubernetes example's route files are valid and its flags exist", 
   ) {
     await Deno.writeTextFile(join(dir, name), route);
   }
-  const { config, errors } = await loadConfig(dir);
+  // The mounted Secret's files, made here.
+  await using ca = await makeCa();
+  const client = await ca.issue("client", { client: true });
+  const secret: Record<string, string> = {
+    "/etc/legate/payments-client/ca.crt": ca.ca,
+    "/etc/legate/payments-client/tls.crt": client.cert,
+    "/etc/legate/payments-client/tls.key": client.key,
+  };
+  const { config, errors } = await loadConfig(dir, {
+    ...processReferences,
+    readFile: (path) => processReferences.readFile(secret[path] ?? path),
+  });
   assert.equal(errors, undefined);
-  assert.deepEqual(config!.services.map((s) => s.name), ["redis", "users"]);
+  assert.deepEqual(config!.services.map((s) => s.name), [
+    "payments",
+    "redis",
+    "users",
+  ]);
   await Deno.remove(dir, { recursive: true });
 
   const sidecar = deployment.spec.template.spec.initContainers[0];

@@ -10,7 +10,11 @@ import {
   type ListenAddress,
 } from "../address.ts";
 import { ConfigError, type SourcePosition } from "./errors.ts";
-import { type ServiceConfig, shownValue } from "./service.ts";
+import {
+  type CertificateFiles,
+  type ServiceConfig,
+  shownValue,
+} from "./service.ts";
 
 /** One listener and the services it carries. */
 export interface ListenerPlan {
@@ -20,6 +24,10 @@ export interface ListenerPlan {
   readonly address: ListenAddress;
   /** What it speaks. */
   readonly protocol: "http" | "tcp";
+  /** TLS on the listener (one certificate for all its services), or null. */
+  readonly tls: CertificateFiles | null;
+  /** `unix:` listeners: the socket file's permissions, or null to leave them as created. */
+  readonly socketMode: number | null;
   /** Its services: exactly one for TCP, one or more for HTTP. */
   readonly services: readonly ServiceConfig[];
 }
@@ -83,6 +91,16 @@ export function planListeners(
       );
       continue;
     }
+    const first = group[0];
+    const disagreement = first && !clash
+      ? listenerDisagreement(first, service)
+      : undefined;
+    if (disagreement) {
+      errors.push(
+        conflict(disagreement.position, disagreement.key, disagreement.detail),
+      );
+      continue;
+    }
     const overlap = [...byKey.entries()].find(([otherKey, others]) =>
       otherKey !== key && addressesOverlap(others[0]!.listen, service.listen)
     );
@@ -102,6 +120,8 @@ export function planListeners(
     key,
     address: group[0]!.listen,
     protocol: group[0]!.protocol,
+    tls: group[0]!.tls,
+    socketMode: group[0]!.socketMode,
     services: group,
   }));
   return { plan: { listeners }, errors };
@@ -111,6 +131,51 @@ function canShare(a: ServiceConfig, b: ServiceConfig): boolean {
   return a.protocol === "http" && b.protocol === "http" &&
     (a.match.host !== b.match.host ||
       a.match.pathPrefix !== b.match.pathPrefix);
+}
+
+/**
+ * What two HTTP services on one address disagree on about the listener
+ * itself: its certificate (Deno serves one certificate per listener, with no
+ * choice by SNI) or its socket file's mode.
+ */
+function listenerDisagreement(
+  existing: ServiceConfig,
+  service: ServiceConfig,
+): { position: SourcePosition; key: string; detail: string } | undefined {
+  const key = listenOf(service);
+  const name = nameOf(existing);
+  const files = (tls: CertificateFiles | null) =>
+    tls === null
+      ? "no tls"
+      : `tls cert "${tls.certFile}" and key "${tls.keyFile}"`;
+  if (
+    existing.tls?.certFile !== service.tls?.certFile ||
+    existing.tls?.keyFile !== service.tls?.keyFile
+  ) {
+    return {
+      position: service.tls ? service.positions.tls : service.positions.listen,
+      key: service.tls ? "tls" : "listen",
+      detail: `"${key}" is served with ${
+        files(existing.tls)
+      } by "${name}" in ${existing.file}, and this file gives ${
+        files(service.tls)
+      }: services sharing a listener share its certificate (Deno serves one certificate per listener and cannot choose one by SNI), so name the same files or use another port`,
+    };
+  }
+  if (existing.socketMode !== service.socketMode) {
+    const mode = (value: number | null) =>
+      value === null ? "no mode" : `mode "0${value.toString(8)}"`;
+    return {
+      position: service.positions.listen,
+      key: "mode",
+      detail: `"${key}" is created with ${
+        mode(existing.socketMode)
+      } by "${name}" in ${existing.file}, and this file gives ${
+        mode(service.socketMode)
+      }: services sharing a socket give it the same mode`,
+    };
+  }
+  return undefined;
 }
 
 function shareProblem(

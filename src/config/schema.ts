@@ -12,7 +12,7 @@ import { DURATION_PATTERN } from "./duration.ts";
 // `+srv` URLs are only told apart here: whether the rest is an SRV name,
 // without port or path, validate checks, so its messages can say which.
 const UPSTREAM_URL =
-  /^(?:https?:\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?\/?|(?:tcp|tls):\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|(?:https?|tcp|tls)\+srv:\/\/\S+|unix:\/\S+)$/;
+  /^(?:https?:\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?\/?|(?:tcp|tls):\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|(?:https?|tcp|tls)\+srv:\/\/\S+|(?:https?\+)?unix:\/\S+)$/;
 
 /** `scheme://user:password@host`: user info before the host. */
 const USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*@/;
@@ -35,10 +35,20 @@ const upstreamUrl = z.string().refine((url) => !USERINFO.test(url), {
   abort: true,
 }).regex(UPSTREAM_URL, {
   error:
-    "is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, or unix:/path)",
+    "is not a supported URL (use http://, https://, tcp:// or tls:// with host and port and no path, their +srv forms with an SRV name, unix:/path, or http+unix:/path and https+unix:/path)",
 }).describe(
-  "http://host[:port] or https://host[:port] for HTTP; tcp://host:port, tls://host:port or unix:/path for TCP; http+srv://, https+srv://, tcp+srv:// or tls+srv:// with an SRV name (_service._proto.name) to take endpoints from SRV records",
+  "http://host[:port], https://host[:port], http+unix:/path or https+unix:/path for HTTP; tcp://host:port, tls://host:port or unix:/path for TCP; http+srv://, https+srv://, tcp+srv:// or tls+srv:// with an SRV name (_service._proto.name) to take endpoints from SRV records",
 );
+
+/** A path to a PEM file, absolute or relative to legate's working directory. */
+const pemFile = z.string().min(1, { error: "needs a file path" });
+
+/** A Unix file mode in octal, as chmod takes it. */
+const FILE_MODE = /^0?[0-7]{3}$/;
+
+/** A DNS name, as TLS verifies and sends (SNI) it. */
+const SERVER_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 
 const duration = z.string().regex(DURATION_PATTERN, {
   error: "is not a duration (use a number and a unit: 250ms, 2s, 5m, 1h)",
@@ -86,6 +96,40 @@ export const routeFileSchema = z.strictObject({
   ),
   listen: z.string().describe(
     "Where local clients connect: host:port, :port (every interface) or unix:/path",
+  ),
+  mode: z.string().regex(FILE_MODE, {
+    error:
+      'is not a file mode (write three or four octal digits in quotes, such as "0660")',
+  }).optional().describe(
+    'unix: listeners only: the socket file\'s permissions in octal, quoted, such as "0660" (default "0755")',
+  ),
+  tls: z.strictObject({
+    cert: pemFile.describe(
+      "PEM certificate file, the chain included (leaf first); re-read when it changes",
+    ),
+    key: pemFile.describe(
+      "PEM private key file of that certificate; re-read when it changes",
+    ),
+  }).optional().describe(
+    "Serve TLS on listen (host:port only): HTTPS with ALPN h2 and http/1.1 for HTTP services, TLS termination for TCP services",
+  ),
+  upstream_tls: z.strictObject({
+    ca: pemFile.optional().describe(
+      "PEM file of CA certificates to trust for upstream certificates, in addition to the system roots and DENO_CERT",
+    ),
+    cert: pemFile.optional().describe(
+      "PEM client certificate file to present (mutual TLS), with key",
+    ),
+    key: pemFile.optional().describe(
+      "PEM private key file of the client certificate, with cert",
+    ),
+    server_name: z.string().regex(SERVER_NAME, {
+      error: "is not a DNS name (such as users.internal)",
+    }).optional().describe(
+      "Name to verify the upstream certificate against and send as SNI (default: the upstream URL's host)",
+    ),
+  }).optional().describe(
+    "TLS towards https://, https+unix: and tls:// upstreams: CA to trust, client certificate, server name; files re-read when they change",
   ),
   protocol: z.enum(["http", "tcp"]).optional().describe(
     "http or tcp; defaults to what the upstream URLs' scheme implies",

@@ -39,6 +39,30 @@ export interface UpstreamConfig {
   readonly weight: number;
 }
 
+/** A certificate and its private key, read from PEM files. */
+export interface CertificateFiles {
+  /** The certificate file as written in the route file. */
+  readonly certFile: string;
+  /** The key file as written in the route file. */
+  readonly keyFile: string;
+  /** The certificate chain, PEM. */
+  readonly cert: string;
+  /** The private key, PEM. Never shown. */
+  readonly key: string;
+}
+
+/** TLS towards a service's upstreams. */
+export interface UpstreamTlsConfig {
+  /** The CA file, when one is given. */
+  readonly caFile: string | null;
+  /** CA certificates to trust besides the system roots, PEM. */
+  readonly ca: string | null;
+  /** The client certificate to present, or null. */
+  readonly client: CertificateFiles | null;
+  /** The name to verify and send as SNI; null: the upstream URL's host. */
+  readonly serverName: string | null;
+}
+
 /** The endpoint selection policies. */
 export type BalancePolicy =
   | "round_robin"
@@ -139,6 +163,12 @@ export interface ServiceConfig {
   readonly listen: ListenAddress;
   /** What the service speaks. */
   readonly protocol: "http" | "tcp";
+  /** TLS on the listener, or null for plain TCP. */
+  readonly tls: CertificateFiles | null;
+  /** `unix:` listeners: the socket file's permissions; null: as created (0755 under the usual umask 022). */
+  readonly socketMode: number | null;
+  /** TLS towards upstreams, or null for the defaults (system roots, `DENO_CERT`). */
+  readonly upstreamTls: UpstreamTlsConfig | null;
   /** Endpoints, at least one. */
   readonly upstreams: readonly UpstreamConfig[];
   /** HTTP only: which requests of the listener this service takes. */
@@ -169,9 +199,10 @@ export interface ServiceConfig {
    * stay as written.
    */
   readonly shown: Readonly<Record<string, string>>;
-  /** Where `listen`, `match` and `name` are written, for conflict errors. */
+  /** Where `listen`, `match`, `name` and `tls` are written, for conflict errors. */
   readonly positions: {
     readonly listen: SourcePosition;
+    readonly tls: SourcePosition;
     readonly match: SourcePosition;
     readonly name: SourcePosition;
   };

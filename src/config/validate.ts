@@ -34,10 +34,17 @@ import {
   SERVICE_NAME_RULE,
 } from "./schema.ts";
 import {
+  type CertificateFiles,
   DEFAULT_TIMEOUTS,
   type ServiceConfig,
   type UpstreamConfig,
+  type UpstreamTlsConfig,
 } from "./service.ts";
+import {
+  mismatchedKey,
+  readCertificates,
+  readPrivateKey,
+} from "./certificates.ts";
 
 /** The outcome of validating one route file: a service, or its errors. */
 export type FileResult = { service: ServiceConfig; errors?: undefined } | {
@@ -160,7 +167,14 @@ function validateDocument(
     }
   }
   if (!parsed.success || errors.length > 0) return { errors };
-  return buildService(source.file, parsed.data, document, at, shown);
+  return buildService(
+    source.file,
+    parsed.data,
+    document,
+    at,
+    shown,
+    references,
+  );
 }
 
 function fail(
@@ -440,6 +454,7 @@ function buildService(
   document: Document,
   at: (offset: number) => SourcePosition,
   shown: Readonly<Record<string, string>>,
+  files: ReferenceSource,
 ): FileResult {
   const errors: ConfigError[] = [];
   const position = (...path: PropertyKey[]) => at(offsetOf(document, path));
@@ -480,7 +495,7 @@ function buildService(
       new ConfigError(
         position("upstreams"),
         "upstreams",
-        "mixes HTTP (http://, https://) and TCP (tcp://, tls://, unix:) upstreams: a service speaks one protocol",
+        "mixes HTTP (http://, https://, http+unix:) and TCP (tcp://, tls://, unix:) upstreams: a service speaks one protocol",
       ),
     );
   } else {
@@ -494,7 +509,7 @@ function buildService(
               protocol === "http" ? "an HTTP" : "a TCP"
             } upstream (use ${
               protocol === "http"
-                ? "http:// or https://, or their +srv forms"
+                ? "http:// or https://, their +srv forms, or http+unix:"
                 : "tcp://, tls://, their +srv forms, or unix:"
             })`,
           ),
@@ -544,24 +559,62 @@ function buildService(
       ),
     );
   }
+  const listenTls = route.tls === undefined
+    ? null
+    : readCertificateFiles(route.tls, ["tls"], files, report);
+  if (route.tls !== undefined && listen?.transport === "unix") {
+    report(
+      ["tls"],
+      "needs a host:port listen address: TLS on a unix: listener is not supported",
+    );
+  }
+  if (route.mode !== undefined && listen?.transport !== "unix") {
+    report(
+      ["mode"],
+      "applies to unix: listeners only (it is the socket file's permissions)",
+    );
+  }
+  const upstreamTls = route.upstream_tls === undefined
+    ? null
+    : readUpstreamTls(route.upstream_tls, files, report);
+  if (
+    route.upstream_tls !== undefined &&
+    !upstreams.some(({ upstream }) => upstream.config.tls)
+  ) {
+    report(
+      ["upstream_tls"],
+      "applies to https://, https+unix: and tls:// upstreams; this service has none",
+    );
+  }
   const resilience = protocol === undefined
     ? undefined
     : buildResilience(route, protocol, shown, report);
   if (
     errors.length > 0 || listen === undefined || protocol === undefined ||
-    resilience === undefined
+    resilience === undefined || listenTls === undefined ||
+    upstreamTls === undefined
   ) {
     return { errors };
   }
 
   const pathPrefix = route.match?.path_prefix ?? "/";
   const timeouts = route.timeouts ?? {};
+  const name = route.name ?? stem;
   const service: ServiceConfig = {
-    name: route.name ?? stem,
+    name,
     file,
     listen,
     protocol,
-    upstreams: upstreams.map(({ upstream }) => upstream.config),
+    tls: listenTls,
+    socketMode: route.mode === undefined ? null : parseInt(route.mode, 8),
+    upstreamTls,
+    // An HTTP upstream on a Unix socket has no host: it gets the service's name.
+    upstreams: upstreams.map(({ upstream }) =>
+      upstream.protocol === "http" &&
+        upstream.config.address.transport === "unix"
+        ? { ...upstream.config, authority: name }
+        : upstream.config
+    ),
     match: {
       ...(route.match?.host === undefined
         ? {}
@@ -581,11 +634,86 @@ function buildService(
     shown,
     positions: {
       listen: position("listen"),
+      tls: position(route.tls === undefined ? "listen" : "tls"),
       match: position(route.match === undefined ? "listen" : "match"),
       name: position(route.name === undefined ? "listen" : "name"),
     },
   };
   return { service };
+}
+
+/**
+ * The certificate and key files of `tls` or `upstream_tls`, read and checked;
+ * undefined (after reporting why) when they cannot be used.
+ */
+function readCertificateFiles(
+  files: { readonly cert: string; readonly key: string },
+  path: readonly PropertyKey[],
+  source: ReferenceSource,
+  report: Report,
+): CertificateFiles | undefined {
+  const cert = readCertificates(files.cert, source);
+  const key = readPrivateKey(files.key, source);
+  if (cert.error !== undefined) report([...path, "cert"], cert.error);
+  if (key.error !== undefined) report([...path, "key"], key.error);
+  if (cert.text === undefined || key.text === undefined) return undefined;
+  const mismatch = mismatchedKey(
+    { path: files.cert, text: cert.text },
+    { path: files.key, text: key.text },
+  );
+  if (mismatch !== undefined) {
+    report([...path, "key"], mismatch);
+    return undefined;
+  }
+  return {
+    certFile: files.cert,
+    keyFile: files.key,
+    cert: cert.text,
+    key: key.text,
+  };
+}
+
+function readUpstreamTls(
+  settings: NonNullable<RouteFile["upstream_tls"]>,
+  source: ReferenceSource,
+  report: Report,
+): UpstreamTlsConfig | undefined {
+  let ok = true;
+  let ca: string | null = null;
+  if (settings.ca !== undefined) {
+    const read = readCertificates(settings.ca, source);
+    if (read.error !== undefined) {
+      report(["upstream_tls", "ca"], read.error);
+      ok = false;
+    } else {
+      ca = read.text;
+    }
+  }
+  let client: CertificateFiles | null = null;
+  const { cert, key } = settings;
+  if (cert !== undefined && key !== undefined) {
+    const read = readCertificateFiles(
+      { cert, key },
+      ["upstream_tls"],
+      source,
+      report,
+    );
+    if (read === undefined) ok = false;
+    else client = read;
+  } else if (cert !== undefined || key !== undefined) {
+    report(
+      ["upstream_tls", cert === undefined ? "key" : "cert"],
+      "a client certificate needs both cert and key",
+    );
+    ok = false;
+  }
+  if (!ok) return undefined;
+  return {
+    caFile: settings.ca ?? null,
+    ca,
+    client,
+    serverName: settings.server_name?.toLowerCase() ?? null,
+  };
 }
 
 function validPort(port: number): boolean {
@@ -630,6 +758,27 @@ interface ParsedUpstream {
 
 /** Splits an upstream URL the schema accepted into where and how to connect. */
 function parseUpstream(url: string, weight: number): ParsedUpstream {
+  const unixHttp = /^(https?)\+unix:/.exec(url);
+  if (unixHttp) {
+    return {
+      ...(unixHttp[1] === "https"
+        ? {
+          problem:
+            "TLS over a Unix socket is not supported: Deno speaks TLS over TCP connections only (use http+unix:, or https:// to a TCP address)",
+        }
+        : {}),
+      protocol: "http",
+      config: {
+        url,
+        discovery: "static",
+        address: { transport: "unix", path: url.slice(unixHttp[0].length) },
+        tls: unixHttp[1] === "https",
+        // The service's name, once it is known.
+        authority: "localhost",
+        weight,
+      },
+    };
+  }
   if (url.startsWith("unix:")) {
     return {
       protocol: "tcp",

@@ -192,3 +192,76 @@ function saysSomething(error: unknown): boolean {
     error instanceof Deno.errors.NotADirectory ||
     error instanceof Deno.errors.PermissionDenied;
 }
+
+/**
+ * Polls the files `paths()` names (read anew on every poll, so the list can
+ * follow reloads) and calls `onChange` once for each change that has stayed
+ * the same for one more poll. Like {@linkcode watchRoutes} it only stats:
+ * a path through symlinks (a Kubernetes Secret's `..data` swap), replaced by
+ * rename, rewritten in place, removed or made again is a change.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { join } from "node:path";
+ * import { watchFiles } from "./watch.ts";
+ * const dir = await Deno.makeTempDir();
+ * const cert = join(dir, "tls.crt");
+ * await Deno.writeTextFile(cert, "one");
+ * const changed = Promise.withResolvers<void>();
+ * const watch = await watchFiles(() => [cert], () => changed.resolve(), { intervalMs: 20 });
+ * await Deno.writeTextFile(cert, "renewed");
+ * await changed.promise;
+ * await watch.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function watchFiles(
+  paths: () => readonly string[],
+  onChange: () => void,
+  options: { readonly intervalMs?: number } = {},
+): Promise<RoutesWatch> {
+  const { intervalMs = 1_000 } = options;
+  const look = async () => {
+    const parts = await Promise.all(
+      [...new Set(paths())].sort().map(async (path) => {
+        try {
+          const info = await Deno.stat(path);
+          return `${path}:${info.dev}:${info.ino}:${info.size}:${info.mtime?.getTime()}:${info.ctime?.getTime()}`;
+        } catch {
+          return `${path}:missing`;
+        }
+      }),
+    );
+    return parts.join("\n");
+  };
+  let reported = await look();
+  let seen = reported;
+  let closed = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let polling: Promise<void> = Promise.resolve();
+  const poll = async () => {
+    const now = await look();
+    if (closed) return;
+    if (now !== reported && now === seen) {
+      reported = now;
+      onChange();
+    }
+    seen = now;
+  };
+  const schedule = () => {
+    timer = setTimeout(() => {
+      polling = poll().catch(() => {}).finally(() => {
+        if (!closed) schedule();
+      });
+    }, intervalMs);
+  };
+  schedule();
+  return {
+    async close() {
+      closed = true;
+      clearTimeout(timer);
+      await polling;
+    },
+  };
+}

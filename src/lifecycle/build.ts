@@ -44,6 +44,14 @@ export function clusterSettings(service: ServiceConfig): ClusterSettings {
     dnsRefresh: service.dnsRefresh,
     // A request waits for an endpoint with room at most as long as a connect may take.
     pendingTimeout: service.timeouts.connect,
+    upstreamTls: service.upstreamTls && {
+      caCerts: service.upstreamTls.ca === null ? [] : [service.upstreamTls.ca],
+      clientCertificate: service.upstreamTls.client && {
+        cert: service.upstreamTls.client.cert,
+        key: service.upstreamTls.client.key,
+      },
+      serverName: service.upstreamTls.serverName,
+    },
   };
 }
 

@@ -21,7 +21,7 @@ import { type ConfigError, RoutesDirectoryError } from "../config/errors.ts";
 import type { ReferenceSource } from "../config/interpolate.ts";
 import type { ListenerPlan } from "../config/plan.ts";
 import type { ServiceConfig } from "../config/service.ts";
-import { type RoutesWatch, watchRoutes } from "../config/watch.ts";
+import { type RoutesWatch, watchFiles, watchRoutes } from "../config/watch.ts";
 import type { Logger } from "../log.ts";
 import { type MetricFamily, MetricsRegistry } from "../metrics.ts";
 import { HttpRouter } from "../router/router.ts";
@@ -37,6 +37,7 @@ import {
   serveHttp,
 } from "../server/http_listener.ts";
 import { ListenError, type RunningListener } from "../server/listeners.ts";
+import type { TlsMaterial } from "../server/tls_termination.ts";
 import { serveTcp } from "../server/tcp_listener.ts";
 import {
   createTcpHandler,
@@ -63,6 +64,12 @@ import {
 /** How often, and how far apart, a reload retries binding a busy address. */
 const REBIND_ATTEMPTS = 40;
 const REBIND_INTERVAL_MS = 25;
+
+/**
+ * How often the certificate and key files route files name are looked at: a
+ * renewed file applies within two looks.
+ */
+const CERTIFICATE_POLL_MS = 500;
 
 /** Options of {@linkcode Legate.start}. */
 export interface LegateOptions {
@@ -225,6 +232,7 @@ export class Legate {
   readonly #draining = new Set<Promise<number>>();
   #queue: Promise<unknown> = Promise.resolve();
   #watch: RoutesWatch | undefined;
+  #certificateWatch: RoutesWatch | undefined;
   #ready = false;
   #lastReload: {
     at: Date;
@@ -429,6 +437,11 @@ export class Legate {
             log.warn(event, { routes: options.routesDir }),
         },
       );
+      legate.#certificateWatch = await watchFiles(
+        () => certificateFiles(legate.#config.services),
+        () => legate.reload("certificate change"),
+        { intervalMs: CERTIFICATE_POLL_MS },
+      );
     }
     legate.#ready = true;
     return legate;
@@ -486,6 +499,7 @@ export class Legate {
   async shutdown(deadlineMs: number = this.#drainTimeout): Promise<number> {
     this.#ready = false;
     await this.#watch?.close();
+    await this.#certificateWatch?.close();
     await this.#queue;
     const cuts = await Promise.all([
       ...[...this.#listeners.values()].map((l) => l.listener.drain(deadlineMs)),
@@ -524,7 +538,7 @@ export class Legate {
     const desired = new Map(next.plan.listeners.map((p) => [p.key, p]));
     const replaced = [...desired.values()].filter((p) => {
       const current = this.#listeners.get(p.key);
-      return current !== undefined && current.plan.protocol !== p.protocol;
+      return current !== undefined && !reusable(current.plan, p);
     });
     const added = [...desired.values()].filter((p) =>
       !this.#listeners.has(p.key)
@@ -551,7 +565,7 @@ export class Legate {
     const removed: string[] = [];
     for (const [key, active] of [...this.#listeners]) {
       const plan = desired.get(key);
-      if (plan && plan.protocol === active.plan.protocol) {
+      if (plan && reusable(active.plan, plan)) {
         if (
           fingerprintServices(plan.services) !==
             fingerprintServices(active.plan.services)
@@ -727,6 +741,29 @@ function reportError(error: ConfigError): ReportedError {
   };
 }
 
+/** Every PEM file the services read: listener and upstream certificates, keys, CAs. */
+function certificateFiles(services: readonly ServiceConfig[]): string[] {
+  return services.flatMap((service) => [
+    ...(service.tls ? [service.tls.certFile, service.tls.keyFile] : []),
+    ...(service.upstreamTls?.caFile ? [service.upstreamTls.caFile] : []),
+    ...(service.upstreamTls?.client
+      ? [
+        service.upstreamTls.client.certFile,
+        service.upstreamTls.client.keyFile,
+      ]
+      : []),
+  ]);
+}
+
+/**
+ * Whether a running listener can take `next` by swapping its routes: the
+ * same protocol, and TLS on both or on neither.
+ */
+function reusable(current: ListenerPlan, next: ListenerPlan): boolean {
+  return current.protocol === next.protocol &&
+    (current.tls === null) === (next.tls === null);
+}
+
 /** What a config means, without where it is written: comments and layout do not count. */
 function fingerprint(config: ConfigSnapshot): string {
   return fingerprintServices(config.services);
@@ -788,10 +825,19 @@ async function openListener(
       plan,
       listener: await serveHttp(
         plan.address,
-        createHttpHandler(() => router, context.httpProxy),
-        { ...context.http, onAcceptError },
+        createHttpHandler(
+          () => router,
+          context.httpProxy,
+          plan.tls ? "https" : "http",
+        ),
+        {
+          ...context.http,
+          onAcceptError,
+          ...listenerSecurity(plan),
+        },
       ),
       update(next, staged) {
+        updateListener(active, next);
         router = httpRouter(next, staged);
         active.plan = next;
       },
@@ -804,14 +850,48 @@ async function openListener(
     listener: await serveTcp(
       plan.address,
       createTcpHandler(() => route, context.tcpProxy),
-      onAcceptError,
+      { onAcceptError, ...listenerSecurity(plan) },
     ),
     update(next, staged) {
+      updateListener(active, next);
       route = tcpRoute(next, staged);
       active.plan = next;
     },
   };
   return active;
+}
+
+/** A listener's certificate and socket file mode, as serveHttp and serveTcp take them. */
+function listenerSecurity(
+  plan: ListenerPlan,
+): { tls?: TlsMaterial; socketMode: number | null } {
+  return {
+    ...(plan.tls ? { tls: { cert: plan.tls.cert, key: plan.tls.key } } : {}),
+    socketMode: plan.socketMode,
+  };
+}
+
+/**
+ * Applies what a reload changed about a listener that stays: a renewed
+ * certificate (new connections get it), a socket file mode.
+ */
+function updateListener(active: ActiveListener, next: ListenerPlan): void {
+  const before = active.plan;
+  if (
+    next.tls &&
+    (next.tls.cert !== before.tls?.cert || next.tls.key !== before.tls?.key)
+  ) {
+    active.listener.useCertificate?.({
+      cert: next.tls.cert,
+      key: next.tls.key,
+    });
+  }
+  if (
+    next.address.transport === "unix" && next.socketMode !== null &&
+    next.socketMode !== before.socketMode
+  ) {
+    Deno.chmodSync(next.address.path, next.socketMode);
+  }
 }
 
 function httpRouter(

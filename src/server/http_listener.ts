@@ -20,6 +20,7 @@
  */
 import type { ListenAddress } from "../address.ts";
 import type { ExchangeTracker } from "../transport/http1/client.ts";
+import { type TlsMaterial, TlsTermination } from "./tls_termination.ts";
 import {
   acceptConnections,
   bindListener,
@@ -58,6 +59,13 @@ export interface HttpListenerOptions {
   readonly maxIdleConnections?: number;
   /** Hears of accept failures and whether the client caused them. */
   readonly onAcceptError?: (error: Error, transient: boolean) => void;
+  /**
+   * Serve HTTPS (ALPN `h2` and `http/1.1`) with this certificate; plain
+   * HTTP/1.1 and h2c when absent.
+   */
+  readonly tls?: TlsMaterial;
+  /** `unix:` addresses: the socket file's permissions; as created when absent. */
+  readonly socketMode?: number | null;
 }
 
 /** `Deno.internal`'s per-connection HTTP server, as Deno 2.9 has it. */
@@ -95,7 +103,14 @@ export async function serveHttp(
   const serveOnConnection = denoServeOnConnection();
   const headerTimeout = options.headerTimeout ?? 30_000;
   const maxIdle = options.maxIdleConnections ?? 1024;
-  const listener = await bindListener(address);
+  const termination = options.tls
+    ? new TlsTermination(options.tls, ["h2", "http/1.1"])
+    : null;
+  const listener = await bindListener(address, options.socketMode ?? null)
+    .catch((error) => {
+      termination?.close();
+      throw error;
+    });
   const connections = new Set<Client>();
   /** Idle connections, longest idle first (a Set keeps insertion order). */
   const idle = new Set<Client>();
@@ -131,14 +146,31 @@ export async function serveHttp(
     return true;
   };
 
-  const accepting = acceptConnections(listener, (conn) => {
+  const serve = (conn: Deno.Conn, remoteAddr: Deno.Addr) => {
+    if (draining) {
+      conn.close();
+      return;
+    }
     while (idle.size >= maxIdle) evictOldestIdle();
-    const client = new Client(conn, serveOnConnection, handler, onIdle, onBusy);
+    const client = new Client(
+      conn,
+      remoteAddr,
+      serveOnConnection,
+      handler,
+      onIdle,
+      onBusy,
+    );
     connections.add(client);
     idle.add(client);
     client.done.then(() => {
       connections.delete(client);
       idle.delete(client);
+    });
+  };
+  const accepting = acceptConnections(listener, (conn) => {
+    if (termination === null) return serve(conn, conn.remoteAddr);
+    termination.terminate(conn).then((tls) => {
+      if (tls) serve(tls, conn.remoteAddr);
     });
   }, {
     onError: options.onAcceptError ?? (() => {}),
@@ -158,6 +190,9 @@ export async function serveHttp(
 
   return {
     addr: listener.addr,
+    useCertificate: termination
+      ? (material) => termination.useCertificate(material)
+      : undefined,
     active: () => {
       let busy = 0;
       for (const client of connections) busy += client.inFlight;
@@ -167,6 +202,7 @@ export async function serveHttp(
       draining = true;
       closeListener(listener);
       await accepting;
+      termination?.close();
       clearInterval(sweeper);
       for (const client of idle) client.close();
       idle.clear();
@@ -201,12 +237,13 @@ class Client implements ClientConnection {
 
   constructor(
     conn: Deno.Conn,
+    remoteAddr: Deno.Addr,
     serveOnConnection: ServeOnConnection,
     handler: HttpHandler,
     onIdle: (client: Client) => void,
     onBusy: (client: Client) => void,
   ) {
-    this.remoteAddr = conn.remoteAddr;
+    this.remoteAddr = remoteAddr;
     this.#onIdle = onIdle;
     this.#onBusy = onBusy;
     this.#server = serveOnConnection(

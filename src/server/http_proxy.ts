@@ -155,12 +155,15 @@ const IDEMPOTENT = new Set([
 /**
  * Makes the handler of one HTTP listener. `router()` is read once per
  * request, so a reload that swaps it never changes a request in flight.
+ * `scheme` is what the listener serves, as `X-Forwarded-Proto` tells it.
  */
 export function createHttpHandler(
   router: () => HttpRouter<HttpRoute>,
   context: HttpProxyContext,
+  scheme: "http" | "https" = "http",
 ): HttpHandler {
-  return (request, client) => proxyRequest(request, client, router(), context);
+  return (request, client) =>
+    proxyRequest(request, client, router(), context, scheme);
 }
 
 async function proxyRequest(
@@ -168,6 +171,7 @@ async function proxyRequest(
   client: ClientConnection,
   router: HttpRouter<HttpRoute>,
   context: HttpProxyContext,
+  scheme: "http" | "https",
 ): Promise<Response> {
   const started = performance.now();
   const startedAt = Date.now();
@@ -242,7 +246,7 @@ async function proxyRequest(
   }
 
   // Phase 2: upstream request.
-  const headers = withForwardingHeaders(incoming, client, authority);
+  const headers = withForwardingHeaders(incoming, client, authority, scheme);
   // Each attempt's trace headers go here, replacing the previous attempt's.
   const traceAt = headers.length;
   const retries = cluster.settings.retries;
@@ -453,6 +457,7 @@ function retryReason(
     case "connection_timeout":
     case "dns_error":
     case "tls_certificate_error":
+    case "tls_alert_received":
     case "destination_unavailable":
       return "connect_failure";
     case "connection_terminated":
@@ -702,6 +707,7 @@ function withForwardingHeaders(
   incoming: IncomingHeaders,
   client: ClientConnection,
   authority: string,
+  scheme: "http" | "https",
 ): HeaderPair[] {
   const { headers, forwardedFor, via } = incoming;
   const remote = client.remoteAddr;
@@ -713,7 +719,7 @@ function withForwardingHeaders(
   } else if (forwardedFor) {
     headers.push(["x-forwarded-for", forwardedFor]);
   }
-  headers.push(["x-forwarded-proto", "http"]);
+  headers.push(["x-forwarded-proto", scheme]);
   headers.push(["x-forwarded-host", authority]);
   headers.push(via ? ["via", `${via}, 1.1 legate`] : VIA);
   return headers;

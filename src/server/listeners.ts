@@ -7,6 +7,7 @@
 import type { ListenAddress } from "../address.ts";
 import { formatListenAddress } from "../address.ts";
 import { setNoDelay } from "../transport/connect.ts";
+import type { TlsMaterial } from "./tls_termination.ts";
 
 /** A listener that is accepting. */
 export interface RunningListener {
@@ -14,6 +15,13 @@ export interface RunningListener {
   readonly addr: Deno.Addr;
   /** Work in flight: HTTP requests or TCP connections. */
   readonly active: () => number;
+  /**
+   * TLS listeners: serves another certificate to new connections; absent on
+   * plain listeners.
+   *
+   * @throws {Error} When Deno refuses the certificate; the old one stays.
+   */
+  readonly useCertificate: ((material: TlsMaterial) => void) | undefined;
   /**
    * Stops accepting, lets work in flight finish for up to `deadlineMs`, then
    * cuts what is left. Resolves with the number of requests or connections cut.
@@ -32,17 +40,27 @@ export class ListenError extends Error {
 
 /**
  * Binds `address`: a TCP socket, or a Unix socket whose stale file (left by
- * a process that is gone) is replaced.
+ * a process that is gone) is replaced, given `socketMode` when not null.
  *
  * @throws {ListenError} When the address cannot be bound.
  */
 export async function bindListener(
   address: ListenAddress,
+  socketMode: number | null = null,
 ): Promise<Deno.Listener> {
   try {
     if (address.transport === "unix") {
       await removeStaleSocket(address.path);
-      return Deno.listen({ transport: "unix", path: address.path });
+      const listener = Deno.listen({ transport: "unix", path: address.path });
+      if (socketMode !== null) {
+        try {
+          await Deno.chmod(address.path, socketMode);
+        } catch (error) {
+          listener.close();
+          throw error;
+        }
+      }
+      return listener;
     }
     return Deno.listen({ hostname: address.hostname, port: address.port });
   } catch (cause) {

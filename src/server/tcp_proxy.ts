@@ -67,8 +67,8 @@ export interface TcpProxyContext {
 export function createTcpHandler(
   route: () => TcpRoute,
   context: TcpProxyContext,
-): (client: Deno.Conn) => Connection {
-  return (client) => {
+): (client: Deno.Conn, remote: Deno.Addr) => Connection {
+  return (client, remote) => {
     const started = performance.now();
     const startedAt = Date.now();
     const { name, cluster, timeouts, hashSourceIp } = route();
@@ -82,7 +82,6 @@ export function createTcpHandler(
       bytesOut: number,
       error: string | null,
     ) => {
-      const remote = client.remoteAddr;
       const outcome: ConnectionOutcome = {
         startedAt,
         service: name,
@@ -139,7 +138,6 @@ export function createTcpHandler(
 
     /** Connects to an endpoint, retrying others on connect failures; null when none could be reached. */
     async function connectUpstream(): Promise<[Endpoint, Deno.Conn] | null> {
-      const remote = client.remoteAddr;
       const hash = hashSourceIp && remote.transport === "tcp"
         ? hashKey(remote.hostname)
         : undefined;

@@ -5,6 +5,25 @@
 import { classifySocketError, ProxyError } from "./errors.ts";
 import { schedule } from "./timer_wheel.ts";
 
+/** How legate speaks TLS to a service's upstreams, beyond verifying their names. */
+export interface UpstreamTlsOptions {
+  /** CA certificates (PEM) trusted besides the system roots and `DENO_CERT`. */
+  readonly caCerts: readonly string[];
+  /** The client certificate (PEM chain and key) to present, or null. */
+  readonly clientCertificate:
+    | { readonly cert: string; readonly key: string }
+    | null;
+  /** The name to verify and send as SNI instead of the endpoint's, or null. */
+  readonly serverName: string | null;
+}
+
+/**
+ * What Deno.connectTls reads as the name to verify and send as SNI when it
+ * differs from the address it connects to: its own symbol, not yet in its
+ * types.
+ */
+const SERVER_NAME = Symbol.for("unstableServerName");
+
 /** Where and how to connect to one upstream endpoint. */
 export interface Endpoint {
   /** Identity: keys its connection pool; one per address, TLS name and scheme. */
@@ -25,6 +44,8 @@ export interface Endpoint {
   readonly serverName: string;
   /** `host[:port]` as configured: the Host an HTTP upstream expects. */
   readonly authority: string;
+  /** The service's TLS settings; the defaults when absent. */
+  readonly upstreamTls?: UpstreamTlsOptions | null;
 }
 
 /**
@@ -92,14 +113,34 @@ async function connectTcp(
   hostname: string,
   port: number,
 ): Promise<Deno.Conn> {
-  const conn = await Deno.connect({ hostname, port });
-  setNoDelay(conn);
-  if (!endpoint.tls) return conn;
   // ALPN names HTTP/1.1 to HTTPS upstreams only: a TCP service with ALPN
   // names of its own refuses a client that offers only HTTP's.
   const alpnProtocols = endpoint.url.startsWith("https") ? ["http/1.1"] : [];
+  const settings = endpoint.upstreamTls;
+  const serverName = settings?.serverName ?? endpoint.serverName;
+  const caCerts = [...(settings?.caCerts ?? [])];
+  const client = settings?.clientCertificate;
+  if (endpoint.tls && client) {
+    // Only Deno.connectTls takes a client certificate, and it opens a socket
+    // of its own whose Nagle's algorithm Deno gives no way to turn off.
+    return await Deno.connectTls(
+      {
+        hostname,
+        port,
+        caCerts,
+        alpnProtocols,
+        cert: client.cert,
+        key: client.key,
+        [SERVER_NAME]: serverName,
+      } as Deno.ConnectTlsOptions & Deno.TlsCertifiedKeyPem,
+    );
+  }
+  const conn = await Deno.connect({ hostname, port });
+  setNoDelay(conn);
+  if (!endpoint.tls) return conn;
   return await Deno.startTls(conn, {
-    hostname: endpoint.serverName,
+    hostname: serverName,
+    caCerts,
     alpnProtocols,
   });
 }

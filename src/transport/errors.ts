@@ -22,6 +22,7 @@ export type ProxyErrorKind =
   | "client_gone"
   | "connection_limit_reached"
   | "tls_certificate_error"
+  | "tls_alert_received"
   | "destination_unavailable"
   | "proxy_internal_error";
 
@@ -41,6 +42,7 @@ const SOURCES: Record<ProxyErrorKind, ErrorSource> = {
   client_gone: "downstream",
   connection_limit_reached: "internal",
   tls_certificate_error: "upstream",
+  tls_alert_received: "upstream",
   destination_unavailable: "upstream",
   proxy_internal_error: "internal",
 };
@@ -132,6 +134,13 @@ export function classifySocketError(
   }
   if (/lookup|resolve|name or service|nodename/i.test(detail)) {
     return new ProxyError("dns_error", `${context}: ${detail}`, {
+      cause: error,
+    });
+  }
+  // The upstream ended the handshake, e.g. refusing legate's client
+  // certificate ("CertificateRequired", "BadCertificate"): its alert, not ours.
+  if (/received fatal alert/i.test(detail)) {
+    return new ProxyError("tls_alert_received", `${context}: ${detail}`, {
       cause: error,
     });
   }

@@ -15,6 +15,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import type { UpstreamTlsOptions } from "../transport/connect.ts";
 import { ProxyError } from "../transport/errors.ts";
 import { type Cancel, schedule } from "../transport/timer_wheel.ts";
 import type { DiscoveredEndpoint, UpstreamSource } from "./discovery.ts";
@@ -81,6 +82,8 @@ export interface ClusterSettings {
   readonly dnsRefresh: number;
   /** How long a request may wait for an endpoint with room, in milliseconds. */
   readonly pendingTimeout: number;
+  /** TLS settings of the service's TLS upstreams, or null for the defaults. */
+  readonly upstreamTls: UpstreamTlsOptions | null;
 }
 
 /** Finds the endpoints of a service and follows their changes. */
@@ -195,6 +198,9 @@ export class Cluster {
   async update(settings: ClusterSettings): Promise<void> {
     const before = this.#settings;
     this.#settings = settings;
+    for (const endpoint of this.#list) {
+      endpoint.upstreamTls = settings.upstreamTls;
+    }
     if (
       before.dnsRefresh !== settings.dnsRefresh ||
       JSON.stringify(before.sources) !== JSON.stringify(settings.sources)
@@ -473,6 +479,7 @@ export class Cluster {
       const endpoint = known ?? new Endpoint(spec);
       endpoint.weight = spec.weight;
       endpoint.priority = spec.priority;
+      endpoint.upstreamTls = this.#settings.upstreamTls;
       next.set(spec.key, endpoint);
     }
     for (const [key, endpoint] of this.#endpoints) {

@@ -5,6 +5,7 @@
  * discovery and reloads keep that key, so its state survives both.
  * @module
  */
+import type { UpstreamTlsOptions } from "../transport/connect.ts";
 import type { DiscoveredEndpoint } from "./discovery.ts";
 import type { Selectable } from "./selection.ts";
 
@@ -28,6 +29,12 @@ export class Endpoint implements Selectable {
   weight: number;
   /** SRV priority: only the lowest priority with a healthy endpoint is used. */
   priority: number;
+
+  /**
+   * The service's TLS settings (CA, client certificate, server name); a
+   * reload replaces them, and new connections use them.
+   */
+  upstreamTls: UpstreamTlsOptions | null = null;
 
   /** Requests (or TCP connections) in flight now. */
   inFlight = 0;
