@@ -95,11 +95,13 @@ export { formatDuration, parseDuration } from "./src/config/duration.ts";
 export {
   processReferences,
   type ReferenceSource,
+  type TemplatePart,
 } from "./src/config/interpolate.ts";
 export type { ListenerPlan, Plan } from "./src/config/plan.ts";
 export type {
   BalancePolicy,
   HashOnConfig,
+  HeaderRulesConfig,
   HealthCheckConfig,
   LimitsConfig,
   OutlierConfig,

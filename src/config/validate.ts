@@ -18,6 +18,7 @@ import {
   type SourcePosition,
   valueAt,
 } from "./errors.ts";
+import { buildHeaderRules } from "./header_rules.ts";
 import { buildResilience, type Report } from "./resilience.ts";
 import {
   interpolate,
@@ -139,7 +140,7 @@ function validateDocument(
     );
   }
 
-  const { unresolved, shown } = interpolateStrings(
+  const { unresolved, shown, templates } = interpolateStrings(
     document,
     references,
     at,
@@ -160,7 +161,15 @@ function validateDocument(
     }
   }
   if (!parsed.success || errors.length > 0) return { errors };
-  return buildService(source.file, parsed.data, document, at, shown);
+  return buildService(
+    source.file,
+    parsed.data,
+    document,
+    at,
+    shown,
+    templates,
+    references,
+  );
 }
 
 function fail(
@@ -192,9 +201,14 @@ function interpolateStrings(
   at: (offset: number) => SourcePosition,
   errors: ConfigError[],
   secrets: Secret[],
-): { unresolved: Set<string>; shown: Record<string, string> } {
+): {
+  unresolved: Set<string>;
+  shown: Record<string, string>;
+  templates: Record<string, string>;
+} {
   const unresolved = new Set<string>();
   const shown: Record<string, string> = {};
+  const templates: Record<string, string> = {};
   visit(document, {
     Scalar(key, node, path) {
       if (
@@ -215,11 +229,18 @@ function interpolateStrings(
           shown[keyPathOf(path, node)] = result.shown;
         }
         secrets.push(...result.secrets);
+        // Header values keep their file references, to follow the files.
+        if (node.value.includes("${file:")) {
+          const keyPath = keyPathOf(path, node);
+          if (/^(?:request|response)_headers\./.test(keyPath)) {
+            templates[keyPath] = node.value;
+          }
+        }
         node.value = result.value;
       }
     },
   });
-  return { unresolved, shown };
+  return { unresolved, shown, templates };
 }
 
 /** The key path of a node reached by `visit`, from its ancestors. */
@@ -431,7 +452,14 @@ function editDistance(a: string, b: string): number {
   return previous[b.length]!;
 }
 
-const HTTP_ONLY_KEYS = ["match", "strip_prefix", "preserve_host"] as const;
+const HTTP_ONLY_KEYS = [
+  "match",
+  "strip_prefix",
+  "preserve_host",
+  "request_headers",
+  "response_headers",
+  "rewrite_redirects",
+] as const;
 
 /** Checks meaning across keys and builds the typed service. */
 function buildService(
@@ -440,6 +468,8 @@ function buildService(
   document: Document,
   at: (offset: number) => SourcePosition,
   shown: Readonly<Record<string, string>>,
+  templates: Readonly<Record<string, string>>,
+  references: ReferenceSource,
 ): FileResult {
   const errors: ConfigError[] = [];
   const position = (...path: PropertyKey[]) => at(offsetOf(document, path));
@@ -547,6 +577,7 @@ function buildService(
   const resilience = protocol === undefined
     ? undefined
     : buildResilience(route, protocol, shown, report);
+  const headerKeys = buildHeaderRules(route, templates, references, report);
   if (
     errors.length > 0 || listen === undefined || protocol === undefined ||
     resilience === undefined
@@ -578,6 +609,7 @@ function buildService(
       idle: parseTimeout(timeouts.idle, DEFAULT_TIMEOUTS.idle[protocol]),
     },
     ...resilience,
+    ...headerKeys,
     shown,
     positions: {
       listen: position("listen"),

@@ -40,12 +40,14 @@ import {
   type TcpRoute,
 } from "../server/tcp_proxy.ts";
 import { Traffic } from "../server/traffic.ts";
+import { SecretFiles } from "./secret_files.ts";
 import { Http1Transport } from "../transport/http1/client.ts";
 import { Discovery } from "../upstream/discovery.ts";
 import { probeEndpoint } from "../upstream/health.ts";
 import { ClusterRegistry, type StagedClusters } from "../upstream/registry.ts";
 import {
   clusterSettings,
+  headerFiles,
   httpRouteSettings,
   tcpRouteSettings,
 } from "./build.ts";
@@ -176,6 +178,7 @@ interface Context {
   readonly accessLog: AccessLog | null;
   readonly http: HttpListenerOptions;
   readonly clusters: ClusterRegistry;
+  readonly secretFiles: SecretFiles;
   readonly httpProxy: HttpProxyContext;
   readonly tcpProxy: TcpProxyContext;
 }
@@ -277,6 +280,7 @@ export class Legate {
     const context: Context = {
       transport,
       log,
+      secretFiles: new SecretFiles(log, undefined, options.references),
       metrics,
       accessLog,
       clusters: new ClusterRegistry({
@@ -489,6 +493,7 @@ export class Legate {
     ]);
     this.#context.clusters.close();
     this.#context.transport.close();
+    this.#context.secretFiles.stop();
     await this.admin.drain(0);
     await this.#context.accessLog?.flush();
     return cuts.reduce((sum, n) => sum + n, 0);
@@ -579,6 +584,7 @@ export class Legate {
     }
     await clusters.commit();
     this.#config = next;
+    this.#context.secretFiles.retain(headerFiles(next.services));
     const result: ReloadResult = {
       outcome: failures.length > 0 ? "failed" : "applied",
       added: [...added, ...replaced].map((p) => p.key),
@@ -786,7 +792,7 @@ async function openListener(
       reason: error.message,
     });
   if (plan.protocol === "http") {
-    let router = httpRouter(plan, clusters);
+    let router = httpRouter(plan, clusters, context.secretFiles);
     const active: ActiveListener = {
       plan,
       listener: await serveHttp(
@@ -795,7 +801,7 @@ async function openListener(
         { ...context.http, onAcceptError },
       ),
       update(next, staged) {
-        router = httpRouter(next, staged);
+        router = httpRouter(next, staged, context.secretFiles);
         active.plan = next;
       },
     };
@@ -820,10 +826,11 @@ async function openListener(
 function httpRouter(
   plan: ListenerPlan,
   clusters: StagedClusters,
+  secretFiles: SecretFiles,
 ): HttpRouter<HttpRoute> {
   return new HttpRouter<HttpRoute>(
     plan.services.map((service) => ({
-      ...httpRouteSettings(service),
+      ...httpRouteSettings(service, secretFiles),
       cluster: clusters.cluster(service.name),
     })),
   );
