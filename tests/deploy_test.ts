@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import { loadConfig } from "../mod.ts";
+import { loadConfig, processReferences } from "../mod.ts";
 import { ROOT } from "./_helpers.ts";
 
 Deno.test("the Kubernetes example's route files are valid and its flags exist", async () => {
@@ -17,9 +17,36 @@ Deno.test("the Kubernetes example's route files are valid and its flags exist", 
   ) {
     await Deno.writeTextFile(join(dir, name), route);
   }
-  const { config, errors } = await loadConfig(dir);
+  // The projected service-account token, as kubelet would mount it.
+  const token = "/var/run/secrets/legate/billing/token";
+  const { config, errors } = await loadConfig(dir, {
+    ...processReferences,
+    readFile: (path) =>
+      path === token
+        ? "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n"
+        : processReferences.readFile(path),
+  });
   assert.equal(errors, undefined);
-  assert.deepEqual(config!.services.map((s) => s.name), ["redis", "users"]);
+  assert.deepEqual(config!.services.map((s) => s.name), [
+    "billing",
+    "redis",
+    "users",
+  ]);
+  const spec = deployment.spec.template.spec;
+  const mount = spec.initContainers[0].volumeMounts.find((
+    m: { mountPath: string },
+  ) => token.startsWith(`${m.mountPath}/`));
+  const volume = spec.volumes.find((v: { name: string }) =>
+    v.name === mount.name
+  );
+  assert.equal(
+    volume.projected.sources[0].serviceAccountToken.path,
+    "token",
+  );
+  // The application container does not mount it.
+  for (const container of spec.containers) {
+    assert.equal(container.volumeMounts, undefined);
+  }
   await Deno.remove(dir, { recursive: true });
 
   const sidecar = deployment.spec.template.spec.initContainers[0];
