@@ -264,3 +264,41 @@ Deno.test("rewrites Location and Content-Location that point at the upstream, wi
   assert.equal(await location(raw, "/absolute"), `${self}/next?x=1#top`);
   assert.equal(await location(raw, "/relative"), "/login");
 });
+
+Deno.test("a reload changes header rules; a file no rule reads any more is let go", async () => {
+  await using upstream = headerEcho();
+  const secrets = await Deno.makeTempDir();
+  const first = join(secrets, "first");
+  const second = join(secrets, "second");
+  await Deno.writeTextFile(first, "alpha-1");
+  await Deno.writeTextFile(second, "beta-1");
+  const file = (path: string) =>
+    route(
+      upstream.url,
+      `request_headers:\n  set: { x-key: "\${file:${path}}" }\n`,
+    );
+  await using l = await startLegate({ "svc.yaml": file(first) });
+  const key = async () => {
+    const seen: [string, string][] = await (await fetch(
+      `http://${l.address("svc")}/`,
+    )).json();
+    return seen.find(([n]) => n === "x-key")?.[1];
+  };
+  assert.equal(await key(), "alpha-1");
+  await Deno.writeTextFile(
+    join(l.legate.config.routesDir, "svc.yaml"),
+    file(second),
+  );
+  assert.equal((await l.legate.reload("test")).outcome, "applied");
+  assert.equal(await key(), "beta-1");
+  // The first file is no longer read: changing it changes nothing, and
+  // removing it is no error.
+  await Deno.writeTextFile(first, "alpha-2");
+  await Deno.writeTextFile(second, "beta-2");
+  await waitFor(
+    async () => await key() === "beta-2",
+    "the second file's change",
+  );
+  assert.ok(!l.lines.some((line) => line.includes(first)));
+  await Deno.remove(secrets, { recursive: true });
+});
