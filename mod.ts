@@ -93,12 +93,14 @@ export { formatDuration, parseDuration } from "./src/config/duration.ts";
 export {
   processReferences,
   type ReferenceSource,
+  type TemplatePart,
 } from "./src/config/interpolate.ts";
 export type { ListenerPlan, Plan } from "./src/config/plan.ts";
 export type {
   BalancePolicy,
   CertificateFiles,
   HashOnConfig,
+  HeaderRulesConfig,
   HealthCheckConfig,
   LimitsConfig,
   OutlierConfig,

@@ -54,7 +54,7 @@ Deno.test("reports every error of every file at once, each with file:line:column
     'users.yaml:6:5: upstreams[2]: unknown key "wieght" (did you mean "weight"?)',
     'users.yaml:7:13: timeouts: unknown key "conect" (did you mean "connect"?)',
     'users.yaml:7:31: timeouts.idle: "5 seconds" is not a duration (use a number and a unit: 250ms, 2s, 5m, 1h)',
-    'users.yaml:8:1: unknown key "cache" (valid keys: name, listen, mode, tls, upstream_tls, protocol, upstreams, match, strip_prefix, preserve_host, timeouts, balance, hash_on, health_check, outlier, retries, limits, dns_refresh)',
+    'users.yaml:8:1: unknown key "cache" (valid keys: name, listen, mode, tls, upstream_tls, protocol, upstreams, match, strip_prefix, preserve_host, timeouts, balance, hash_on, health_check, outlier, retries, limits, dns_refresh, request_headers, response_headers, rewrite_redirects)',
   ]);
 });
 

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import { loadConfig } from "../mod.ts";
+import { loadConfig, processReferences } from "../mod.ts";
 import { ROOT } from "./_helpers.ts";
 import { makeCa } from "./_certificates.ts";
-import { processReferences } from "../src/config/interpolate.ts";
 
 Deno.test("the Kubernetes example's route files are valid and its flags exist", async () => {
   const text = await Deno.readTextFile(
@@ -19,24 +18,45 @@ Deno.test("the Kubernetes example's route files are valid and its flags exist", 
   ) {
     await Deno.writeTextFile(join(dir, name), route);
   }
-  // The mounted Secret's files, made here.
+  // The mounted Secret's files, and the projected service-account token as
+  // kubelet would mount it, made here.
   await using ca = await makeCa();
   const client = await ca.issue("client", { client: true });
-  const secret: Record<string, string> = {
+  const token = "/var/run/secrets/legate/billing/token";
+  const mounted: Record<string, string> = {
     "/etc/legate/payments-client/ca.crt": ca.ca,
     "/etc/legate/payments-client/tls.crt": client.cert,
     "/etc/legate/payments-client/tls.key": client.key,
   };
   const { config, errors } = await loadConfig(dir, {
     ...processReferences,
-    readFile: (path) => processReferences.readFile(secret[path] ?? path),
+    readFile: (path) =>
+      path === token
+        ? "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n"
+        : processReferences.readFile(mounted[path] ?? path),
   });
   assert.equal(errors, undefined);
   assert.deepEqual(config!.services.map((s) => s.name), [
+    "billing",
     "payments",
     "redis",
     "users",
   ]);
+  const spec = deployment.spec.template.spec;
+  const mount = spec.initContainers[0].volumeMounts.find((
+    m: { mountPath: string },
+  ) => token.startsWith(`${m.mountPath}/`));
+  const volume = spec.volumes.find((v: { name: string }) =>
+    v.name === mount.name
+  );
+  assert.equal(
+    volume.projected.sources[0].serviceAccountToken.path,
+    "token",
+  );
+  // The application container mounts neither the token nor the certificate.
+  for (const container of spec.containers) {
+    assert.equal(container.volumeMounts, undefined);
+  }
   await Deno.remove(dir, { recursive: true });
 
   const sidecar = deployment.spec.template.spec.initContainers[0];

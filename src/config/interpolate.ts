@@ -144,6 +144,50 @@ export function interpolate(
   return { value: value + rest, shown: shown + rest, secrets };
 }
 
+/** One part of a templated value: literal text, or a file read when it changes. */
+export type TemplatePart = string | { readonly file: string };
+
+/**
+ * `text` split into literal parts and `${file:...}` references, with every
+ * other reference resolved: the form of a value whose files are read again
+ * as they change. References that do not resolve become empty parts
+ * ({@linkcode interpolate} reports them).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { templateParts } from "./interpolate.ts";
+ * const source = { env: (name: string) => name === "TENANT" ? "acme" : undefined, readFile: () => "" };
+ * assert.deepEqual(templateParts("Bearer ${file:/run/token} ${TENANT} $${x}", source), [
+ *   "Bearer ",
+ *   { file: "/run/token" },
+ *   " acme ${x}",
+ * ]);
+ * ```
+ */
+export function templateParts(
+  text: string,
+  source: ReferenceSource,
+): TemplatePart[] {
+  const parts: TemplatePart[] = [];
+  let literal = "";
+  let last = 0;
+  for (const match of text.matchAll(REFERENCE)) {
+    literal += text.slice(last, match.index);
+    last = match.index + match[0].length;
+    const inner = match[1];
+    if (inner === undefined) literal += "${";
+    else if (inner.startsWith("file:")) {
+      if (literal !== "") parts.push(literal);
+      literal = "";
+      parts.push({ file: inner.slice("file:".length) });
+    } else literal += resolveReference(inner, source).value ?? "";
+  }
+  literal += text.slice(last);
+  if (literal !== "") parts.push(literal);
+  return parts;
+}
+
 function isSecret(inner: string): boolean {
   return inner.startsWith("file:") || isSecretName(inner.split(":-")[0]!);
 }

@@ -87,6 +87,28 @@ const RETRY_ON = [
   504,
 ] as const;
 
+/** RFC 9110 field-value characters: tab, visible ASCII, space, and bytes 0x80 to 0xFF. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+const headerValue = z.string().regex(FIELD_VALUE, {
+  error:
+    "is not a header value: it holds a control character (CR, LF, NUL and the like) or a character above U+00FF",
+});
+
+/** Header rules of one direction. */
+const headerRules = (direction: string) =>
+  z.strictObject({
+    set: z.record(z.string(), headerValue).optional().describe(
+      `Headers to set on ${direction}, replacing any of the same name: { name: value }`,
+    ),
+    add: z.record(z.string(), headerValue).optional().describe(
+      `Headers to add to ${direction}, after any of the same name: { name: value }`,
+    ),
+    remove: z.array(z.string()).optional().describe(
+      `Header names to remove from ${direction}`,
+    ),
+  });
+
 /** The schema of one route file. */
 export const routeFileSchema = z.strictObject({
   name: z.string().regex(SERVICE_NAME, {
@@ -291,6 +313,17 @@ export const routeFileSchema = z.strictObject({
   ),
   dns_refresh: duration.optional().describe(
     "How often host names and SRV names of upstream URLs are resolved again, at least 100ms (default 5s)",
+  ),
+  request_headers: headerRules("the request the upstream gets").optional()
+    .describe(
+      "HTTP only: headers to remove, set and add (in that order) on the request the upstream gets, after legate's forwarding headers; ${file:...} values follow the file as it changes",
+    ),
+  response_headers: headerRules("the response the client gets").optional()
+    .describe(
+      "HTTP only: headers to remove, set and add (in that order) on the upstream's response",
+    ),
+  rewrite_redirects: z.boolean().optional().describe(
+    "HTTP only: rewrite Location and Content-Location that point at the upstream to the address the client used (default true)",
   ),
 });
 

@@ -5,6 +5,7 @@
  */
 import type { ListenAddress } from "../address.ts";
 import type { SourcePosition } from "./errors.ts";
+import type { TemplatePart } from "./interpolate.ts";
 
 /** How legate reaches one upstream: one endpoint, or the endpoints a name resolves to. */
 export interface UpstreamConfig {
@@ -143,6 +144,19 @@ export interface LimitsConfig {
   readonly maxRequests: number;
 }
 
+/**
+ * Header rules of one direction: names lowercase; values as parts, where a
+ * `{ file }` part is the file's current text.
+ */
+export interface HeaderRulesConfig {
+  /** Names removed. */
+  readonly remove: readonly string[];
+  /** Headers set, replacing any of the same name. */
+  readonly set: readonly (readonly [string, readonly TemplatePart[]])[];
+  /** Headers added after any of the same name. */
+  readonly add: readonly (readonly [string, readonly TemplatePart[]])[];
+}
+
 /** Timeouts of a service, in milliseconds. */
 export interface TimeoutsConfig {
   /** Opening an upstream connection. */
@@ -193,6 +207,12 @@ export interface ServiceConfig {
   readonly limits: LimitsConfig;
   /** How often host names and SRV names are resolved again, in milliseconds. */
   readonly dnsRefresh: number;
+  /** HTTP only: rules for the request the upstream gets, or null. */
+  readonly requestHeaders: HeaderRulesConfig | null;
+  /** HTTP only: rules for the response the client gets, or null. */
+  readonly responseHeaders: HeaderRulesConfig | null;
+  /** HTTP only: rewrite Location and Content-Location that point at the upstream. */
+  readonly rewriteRedirects: boolean;
   /**
    * Values to show instead of the real ones, by key path (`upstreams[0]`):
    * strings whose secret references (files, variables named like secrets)

@@ -18,6 +18,7 @@ import {
   type SourcePosition,
   valueAt,
 } from "./errors.ts";
+import { buildHeaderRules } from "./header_rules.ts";
 import { buildResilience, type Report } from "./resilience.ts";
 import {
   interpolate,
@@ -146,7 +147,7 @@ function validateDocument(
     );
   }
 
-  const { unresolved, shown } = interpolateStrings(
+  const { unresolved, shown, templates } = interpolateStrings(
     document,
     references,
     at,
@@ -173,6 +174,7 @@ function validateDocument(
     document,
     at,
     shown,
+    templates,
     references,
   );
 }
@@ -206,9 +208,14 @@ function interpolateStrings(
   at: (offset: number) => SourcePosition,
   errors: ConfigError[],
   secrets: Secret[],
-): { unresolved: Set<string>; shown: Record<string, string> } {
+): {
+  unresolved: Set<string>;
+  shown: Record<string, string>;
+  templates: Record<string, string>;
+} {
   const unresolved = new Set<string>();
   const shown: Record<string, string> = {};
+  const templates: Record<string, string> = {};
   visit(document, {
     Scalar(key, node, path) {
       if (
@@ -229,11 +236,18 @@ function interpolateStrings(
           shown[keyPathOf(path, node)] = result.shown;
         }
         secrets.push(...result.secrets);
+        // Header values keep their file references, to follow the files.
+        if (node.value.includes("${file:")) {
+          const keyPath = keyPathOf(path, node);
+          if (/^(?:request|response)_headers\./.test(keyPath)) {
+            templates[keyPath] = node.value;
+          }
+        }
         node.value = result.value;
       }
     },
   });
-  return { unresolved, shown };
+  return { unresolved, shown, templates };
 }
 
 /** The key path of a node reached by `visit`, from its ancestors. */
@@ -445,7 +459,14 @@ function editDistance(a: string, b: string): number {
   return previous[b.length]!;
 }
 
-const HTTP_ONLY_KEYS = ["match", "strip_prefix", "preserve_host"] as const;
+const HTTP_ONLY_KEYS = [
+  "match",
+  "strip_prefix",
+  "preserve_host",
+  "request_headers",
+  "response_headers",
+  "rewrite_redirects",
+] as const;
 
 /** Checks meaning across keys and builds the typed service. */
 function buildService(
@@ -454,7 +475,8 @@ function buildService(
   document: Document,
   at: (offset: number) => SourcePosition,
   shown: Readonly<Record<string, string>>,
-  files: ReferenceSource,
+  templates: Readonly<Record<string, string>>,
+  references: ReferenceSource,
 ): FileResult {
   const errors: ConfigError[] = [];
   const position = (...path: PropertyKey[]) => at(offsetOf(document, path));
@@ -561,7 +583,7 @@ function buildService(
   }
   const listenTls = route.tls === undefined
     ? null
-    : readCertificateFiles(route.tls, ["tls"], files, report);
+    : readCertificateFiles(route.tls, ["tls"], references, report);
   if (route.tls !== undefined && listen?.transport === "unix") {
     report(
       ["tls"],
@@ -576,7 +598,7 @@ function buildService(
   }
   const upstreamTls = route.upstream_tls === undefined
     ? null
-    : readUpstreamTls(route.upstream_tls, files, report);
+    : readUpstreamTls(route.upstream_tls, references, report);
   if (
     route.upstream_tls !== undefined &&
     !upstreams.some(({ upstream }) => upstream.config.tls)
@@ -589,6 +611,7 @@ function buildService(
   const resilience = protocol === undefined
     ? undefined
     : buildResilience(route, protocol, shown, report);
+  const headerKeys = buildHeaderRules(route, templates, references, report);
   if (
     errors.length > 0 || listen === undefined || protocol === undefined ||
     resilience === undefined || listenTls === undefined ||
@@ -631,6 +654,7 @@ function buildService(
       idle: parseTimeout(timeouts.idle, DEFAULT_TIMEOUTS.idle[protocol]),
     },
     ...resilience,
+    ...headerKeys,
     shown,
     positions: {
       listen: position("listen"),

@@ -7,8 +7,15 @@
  * this step gives them.
  * @module
  */
-import type { ServiceConfig, UpstreamConfig } from "../config/service.ts";
+import type {
+  HeaderRulesConfig,
+  ServiceConfig,
+  UpstreamConfig,
+} from "../config/service.ts";
+import type { HeaderRules } from "../server/header_rules.ts";
 import type { HttpRoute } from "../server/http_proxy.ts";
+import type { SecretFiles } from "./secret_files.ts";
+import type { TemplatePart } from "../config/interpolate.ts";
 import type { TcpRoute } from "../server/tcp_proxy.ts";
 import type { ClusterSettings } from "../upstream/cluster.ts";
 import type { UpstreamSource } from "../upstream/discovery.ts";
@@ -58,6 +65,7 @@ export function clusterSettings(service: ServiceConfig): ClusterSettings {
 /** The route settings of an HTTP service; the listener adds its cluster. */
 export function httpRouteSettings(
   service: ServiceConfig,
+  secretFiles: SecretFiles,
 ): Omit<HttpRoute, "cluster"> {
   return {
     name: service.name,
@@ -72,6 +80,50 @@ export function httpRouteSettings(
       idle: service.timeouts.idle,
     },
     hashOn: hashes(service) ? service.hashOn : null,
+    requestHeaders: headerRules(service.requestHeaders, secretFiles, true),
+    responseHeaders: headerRules(service.responseHeaders, secretFiles, false),
+    rewriteRedirects: service.rewriteRedirects,
+  };
+}
+
+/** The files that header values of `services` read. */
+export function headerFiles(
+  services: readonly ServiceConfig[],
+): Set<string> {
+  const files = new Set<string>();
+  for (const service of services) {
+    for (const rules of [service.requestHeaders, service.responseHeaders]) {
+      for (const [, parts] of [...rules?.set ?? [], ...rules?.add ?? []]) {
+        for (const part of parts) {
+          if (typeof part !== "string") files.add(part.file);
+        }
+      }
+    }
+  }
+  return files;
+}
+
+/**
+ * Header rules as the pipeline applies them; a request's `host` rule
+ * becomes its Host, which each try sets.
+ */
+function headerRules(
+  config: HeaderRulesConfig | null,
+  secretFiles: SecretFiles,
+  request: boolean,
+): HeaderRules | null {
+  if (config === null) return null;
+  const value = ([name, parts]: readonly [string, readonly TemplatePart[]]) =>
+    [name, secretFiles.value(parts)] as const;
+  const host = request
+    ? config.set.find(([name]) => name === "host")
+    : undefined;
+  const set = config.set.filter((rule) => rule !== host).map(value);
+  return {
+    remove: new Set([...config.remove, ...set.map(([name]) => name)]),
+    set,
+    add: config.add.map(value),
+    host: host === undefined ? null : value(host)[1],
   };
 }
 

@@ -45,12 +45,14 @@ import {
   type TcpRoute,
 } from "../server/tcp_proxy.ts";
 import { Traffic } from "../server/traffic.ts";
+import { SecretFiles } from "./secret_files.ts";
 import { Http1Transport } from "../transport/http1/client.ts";
 import { Discovery } from "../upstream/discovery.ts";
 import { probeEndpoint } from "../upstream/health.ts";
 import { ClusterRegistry, type StagedClusters } from "../upstream/registry.ts";
 import {
   clusterSettings,
+  headerFiles,
   httpRouteSettings,
   tcpRouteSettings,
 } from "./build.ts";
@@ -187,6 +189,7 @@ interface Context {
   readonly accessLog: AccessLog | null;
   readonly http: HttpListenerOptions;
   readonly clusters: ClusterRegistry;
+  readonly secretFiles: SecretFiles;
   readonly httpProxy: HttpProxyContext;
   readonly tcpProxy: TcpProxyContext;
 }
@@ -289,6 +292,7 @@ export class Legate {
     const context: Context = {
       transport,
       log,
+      secretFiles: new SecretFiles(log, undefined, options.references),
       metrics,
       accessLog,
       clusters: new ClusterRegistry({
@@ -507,6 +511,7 @@ export class Legate {
     ]);
     this.#context.clusters.close();
     this.#context.transport.close();
+    this.#context.secretFiles.stop();
     await this.admin.drain(0);
     await this.#context.accessLog?.flush();
     return cuts.reduce((sum, n) => sum + n, 0);
@@ -597,6 +602,7 @@ export class Legate {
     }
     await clusters.commit();
     this.#config = next;
+    this.#context.secretFiles.retain(headerFiles(next.services));
     const result: ReloadResult = {
       outcome: failures.length > 0 ? "failed" : "applied",
       added: [...added, ...replaced].map((p) => p.key),
@@ -820,7 +826,7 @@ async function openListener(
       reason: error.message,
     });
   if (plan.protocol === "http") {
-    let router = httpRouter(plan, clusters);
+    let router = httpRouter(plan, clusters, context.secretFiles);
     const active: ActiveListener = {
       plan,
       listener: await serveHttp(
@@ -838,7 +844,7 @@ async function openListener(
       ),
       update(next, staged) {
         updateListener(active, next);
-        router = httpRouter(next, staged);
+        router = httpRouter(next, staged, context.secretFiles);
         active.plan = next;
       },
     };
@@ -897,10 +903,11 @@ function updateListener(active: ActiveListener, next: ListenerPlan): void {
 function httpRouter(
   plan: ListenerPlan,
   clusters: StagedClusters,
+  secretFiles: SecretFiles,
 ): HttpRouter<HttpRoute> {
   return new HttpRouter<HttpRoute>(
     plan.services.map((service) => ({
-      ...httpRouteSettings(service),
+      ...httpRouteSettings(service, secretFiles),
       cluster: clusters.cluster(service.name),
     })),
   );

@@ -9,7 +9,11 @@
 import { formatListenAddress } from "../address.ts";
 import { formatDuration } from "../config/duration.ts";
 import type { ListenerPlan } from "../config/plan.ts";
-import { type ServiceConfig, shownValue } from "../config/service.ts";
+import {
+  type HeaderRulesConfig,
+  type ServiceConfig,
+  shownValue,
+} from "../config/service.ts";
 import type { Logger } from "../log.ts";
 import type { MetricFamily } from "../metrics.ts";
 import type { RunningListener } from "../server/listeners.ts";
@@ -215,6 +219,15 @@ function shownHost(service: ServiceConfig): string {
     : shownValue(service, "match.host", service.match.host);
 }
 
+/** The header names rules touch, without their values. */
+function headerNames(rules: HeaderRulesConfig | null): unknown {
+  return rules === null ? null : {
+    set: rules.set.map(([name]) => name),
+    add: rules.add.map(([name]) => name),
+    remove: rules.remove,
+  };
+}
+
 /** A service in route-file words, every default filled in. */
 function describeService(service: ServiceConfig): unknown {
   const http = service.protocol === "http";
@@ -247,6 +260,10 @@ function describeService(service: ServiceConfig): unknown {
         },
         strip_prefix: service.stripPrefix,
         preserve_host: service.preserveHost,
+        // Names only: a value may hold a credential.
+        request_headers: headerNames(service.requestHeaders),
+        response_headers: headerNames(service.responseHeaders),
+        rewrite_redirects: service.rewriteRedirects,
       }
       : {}),
     timeouts: {

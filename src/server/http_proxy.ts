@@ -34,7 +34,9 @@ import type {
 import type { Cluster } from "../upstream/cluster.ts";
 import type { Endpoint } from "../upstream/endpoint.ts";
 import { hashKey } from "../upstream/hash.ts";
+import { applyHeaderRules, type HeaderRules } from "./header_rules.ts";
 import type { ClientConnection, HttpHandler } from "./http_listener.ts";
+import { rewriteRedirects } from "./redirects.ts";
 import { receivedTarget, requestTarget } from "./request_target.ts";
 import {
   type IncomingTrace,
@@ -63,6 +65,12 @@ export interface HttpRoute {
   readonly timeouts: ExchangeTimeouts;
   /** What a hash policy hashes; null when the policy hashes nothing. */
   readonly hashOn: HashOn | null;
+  /** Rules for the request the upstream gets, or null. */
+  readonly requestHeaders: HeaderRules | null;
+  /** Rules for the response the client gets, or null. */
+  readonly responseHeaders: HeaderRules | null;
+  /** Rewrite Location and Content-Location that point at the upstream. */
+  readonly rewriteRedirects: boolean;
   /** The service's endpoints and policies. */
   readonly cluster: Cluster;
 }
@@ -200,6 +208,15 @@ async function proxyRequest(
       501,
     );
   }
+  if (incoming.upgrade !== null) {
+    return answer(
+      context,
+      new ProxyError("http_request_error", upgradeRefusal(incoming.upgrade)),
+      base,
+      0,
+      501,
+    );
+  }
   const parsed = requestTarget(request.url, request.method, incoming.host);
   if (typeof parsed === "string") {
     base.target = receivedTarget(request.url);
@@ -247,6 +264,9 @@ async function proxyRequest(
 
   // Phase 2: upstream request.
   const headers = withForwardingHeaders(incoming, client, authority, scheme);
+  const requestRules = route.requestHeaders;
+  // Index 0 is the Host placeholder, which each try fills in.
+  if (requestRules !== null) applyHeaderRules(headers, requestRules, 1);
   // Each attempt's trace headers go here, replacing the previous attempt's.
   const traceAt = headers.length;
   const retries = cluster.settings.retries;
@@ -286,7 +306,14 @@ async function proxyRequest(
     }
     tried.add(endpoint);
     attempts++;
-    headers[0] = ["host", route.preserveHost ? authority : endpoint.authority];
+    headers[0] = [
+      "host",
+      requestRules !== null && requestRules.host !== null
+        ? requestRules.host.value
+        : route.preserveHost
+        ? authority
+        : endpoint.authority,
+    ];
     const attemptTrace = traced.attempt(endpoint, forwardedTarget);
     headers.length = traceAt;
     for (const pair of attemptTrace.headers) headers.push(pair);
@@ -359,7 +386,14 @@ async function proxyRequest(
     }
 
     // Phase 4: upstream response.
-    const response = clientResponse(upstream, traced.requestId);
+    const response = clientResponse(
+      upstream,
+      traced.requestId,
+      route,
+      endpoint,
+      authority,
+      scheme,
+    );
     // Phase 5: log, once the response has been handed over.
     attempt.whenReleased((stats) => {
       cluster.leave();
@@ -446,6 +480,17 @@ class Attempt implements ExchangeTracker {
     if (this.#released) done(this.#stats);
     else this.#onRelease = done;
   }
+}
+
+/**
+ * Why an upgrade is refused. Upgraded connections cannot outlive the
+ * per-connection HTTP server of Deno 2.9 (it closes them as soon as the 101
+ * is sent), so WebSocket goes through TCP routes for now.
+ */
+function upgradeRefusal(protocol: string): string {
+  return protocol.trim().toLowerCase() === "websocket"
+    ? "legate cannot forward WebSocket on HTTP routes yet (Deno 2.9 closes upgraded connections of its per-connection HTTP server); use a TCP route for WebSocket"
+    : `legate does not upgrade HTTP to "${protocol}"; use a TCP route for other protocols`;
 }
 
 /** Which retry condition a failure meets, if any. */
@@ -577,10 +622,33 @@ function logPhase(
 function clientResponse(
   upstream: UpstreamResponse,
   requestId: string,
+  route: HttpRoute,
+  endpoint: Endpoint,
+  authority: string,
+  scheme: "http" | "https",
 ): Response {
   const headers = withoutHopByHop(upstream.headers);
+  let foreignId = false;
+  let locations = false;
+  for (let i = 0; i < headers.length; i++) {
+    const name = headers[i]![0];
+    if (name === "x-request-id") foreignId = true;
+    else if (name === "location" || name === "content-location") {
+      locations = true;
+    }
+  }
+  if (locations && route.rewriteRedirects) {
+    rewriteRedirects(headers, {
+      endpoint,
+      clientScheme: scheme,
+      clientAuthority: authority,
+      prefix: route.stripPrefix && route.match.pathPrefix !== "/"
+        ? route.match.pathPrefix
+        : "",
+    });
+  }
   // The client sees the ID legate logged, not one the upstream made up.
-  if (headers.some(([name]) => name === "x-request-id")) {
+  if (foreignId) {
     let kept = 0;
     for (const pair of headers) {
       if (pair[0] !== "x-request-id") headers[kept++] = pair;
@@ -588,6 +656,9 @@ function clientResponse(
     headers.length = kept;
   }
   headers.push(VIA, ["x-request-id", requestId]);
+  if (route.responseHeaders !== null) {
+    applyHeaderRules(headers, route.responseHeaders);
+  }
   let body = upstream.body;
   if (upstream.status === 205 && body !== null) {
     if (body instanceof ReadableStream) body.cancel().catch(() => {});
@@ -614,6 +685,8 @@ interface IncomingHeaders {
   readonly trace: IncomingTrace;
   /** Whether the request frames a body (Content-Length or Transfer-Encoding). */
   readonly framed: boolean;
+  /** The protocol the client asks to upgrade to (`Upgrade`, named by `Connection`), or null. */
+  readonly upgrade: string | null;
   /** The body's length when Content-Length gives it. */
   readonly bodyLength: number | null;
 }
@@ -635,6 +708,7 @@ function readRequestHeaders(request: Request): IncomingHeaders {
   let traceparent: string | null = null;
   let tracestate: string | null = null;
   let requestId: string | null = null;
+  let upgrade: string | null = null;
   for (const pair of request.headers) {
     switch (pair[0]) {
       case "host":
@@ -666,6 +740,9 @@ function readRequestHeaders(request: Request): IncomingHeaders {
       case "x-request-id":
         requestId = pair[1];
         break;
+      case "upgrade":
+        upgrade = pair[1];
+        break;
       case "x-forwarded-proto":
       case "x-forwarded-host":
       case "expect":
@@ -684,6 +761,16 @@ function readRequestHeaders(request: Request): IncomingHeaders {
     headers.length = kept;
     if (named.has("x-forwarded-for")) forwardedFor = undefined;
     if (named.has("via")) via = undefined;
+    // An Upgrade the Connection header does not name is no upgrade (RFC
+    // 9110 7.8); h2c is declined by ignoring it, as Deno itself does.
+    if (
+      upgrade !== null &&
+      (!named.has("upgrade") || upgrade.trim().toLowerCase() === "h2c")
+    ) {
+      upgrade = null;
+    }
+  } else {
+    upgrade = null;
   }
   return {
     headers,
@@ -692,6 +779,7 @@ function readRequestHeaders(request: Request): IncomingHeaders {
     via,
     trace: { traceparent, tracestate, requestId },
     framed,
+    upgrade,
     bodyLength: length !== undefined && /^\d+$/.test(length)
       ? Number(length)
       : null,
