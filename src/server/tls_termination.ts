@@ -144,6 +144,12 @@ class InnerListener {
         continue;
       }
       const port = conn.remoteAddr.port;
+      // legate's own hops come from 127.0.0.1; a port alone could be another
+      // local process's, connecting from another loopback address
+      if (conn.remoteAddr.hostname !== "127.0.0.1") {
+        closeQuietly(conn);
+        continue;
+      }
       const waiting = this.#waiting.get(port);
       if (waiting) {
         this.#waiting.delete(port);
