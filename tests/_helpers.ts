@@ -132,7 +132,13 @@ export function startTcpServer(
     httpUrl: `http://127.0.0.1:${port}`,
     async [Symbol.asyncDispose]() {
       listener.close();
-      for (const conn of open) conn.close();
+      for (const conn of open) {
+        try {
+          conn.close();
+        } catch {
+          // A handler's pipe closed it already; its finally has yet to run.
+        }
+      }
       await serving;
     },
   };
