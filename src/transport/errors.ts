@@ -111,7 +111,22 @@ export function statusForError(error: ProxyError): number {
   }
 }
 
-/** Classifies an error thrown by `Deno.connect` or a socket read or write. */
+/**
+ * Classifies an error thrown by `Deno.connect` or a socket read or write.
+ *
+ * @example legate out of file descriptors is its own limit, not the upstream's failure
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { classifySocketError, statusForError } from "./errors.ts";
+ * const error = classifySocketError(
+ *   new Error("Too many open files (os error 24)"),
+ *   "connect to http://127.0.0.1:8080",
+ * );
+ * assert.equal(error.kind, "connection_limit_reached");
+ * assert.equal(error.source, "internal");
+ * assert.equal(statusForError(error), 503);
+ * ```
+ */
 export function classifySocketError(
   error: unknown,
   context: string,
@@ -129,6 +144,13 @@ export function classifySocketError(
   }
   if (error instanceof Deno.errors.TimedOut) {
     return new ProxyError("connection_timeout", `${context}: timed out`, {
+      cause: error,
+    });
+  }
+  // legate itself is out of file descriptors (EMFILE, ENFILE): its own
+  // limit, which must not count against a healthy upstream.
+  if (/too many open files|os error 2[34]\b/i.test(detail)) {
+    return new ProxyError("connection_limit_reached", `${context}: ${detail}`, {
       cause: error,
     });
   }
