@@ -485,7 +485,9 @@ function buildWebSocket(
   const maxMessage = text === undefined
     ? DEFAULT_WEBSOCKET_MAX_MESSAGE
     : parseSize(text);
-  if (maxMessage < MAX_MESSAGE_RANGE.min || maxMessage > MAX_MESSAGE_RANGE.max) {
+  if (
+    maxMessage < MAX_MESSAGE_RANGE.min || maxMessage > MAX_MESSAGE_RANGE.max
+  ) {
     report(
       ["websocket", "max_message"],
       `"${text}" is out of range: use 1KiB to 64MiB`,

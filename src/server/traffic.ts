@@ -204,7 +204,10 @@ export class Traffic implements AttemptMetrics, WebSocketMetrics {
   }
 
   /** Counts a WebSocket message passed in `direction`. */
-  webSocketMessage(service: string, direction: "upstream" | "downstream"): void {
+  webSocketMessage(
+    service: string,
+    direction: "upstream" | "downstream",
+  ): void {
     this.#webSocketMessages.labels(service, direction).add();
   }
 

@@ -103,7 +103,12 @@ const utf8 = new TextEncoder();
  */
 export async function proxyWebSocket(
   ws: WebSocketRequest,
-): Promise<Response | { readonly failure: ProxyError; readonly endpoint: Endpoint | null }> {
+): Promise<
+  Response | {
+    readonly failure: ProxyError;
+    readonly endpoint: Endpoint | null;
+  }
+> {
   const { request, cluster } = ws;
   if (
     request.method !== "GET" ||
@@ -295,7 +300,9 @@ class Bridge {
         if (error instanceof WebSocketFailure) {
           this.#closeClient(
             error.code === 1009 ? 1009 : 1011,
-            error.code === 1009 ? "upstream message too big" : "upstream broke the WebSocket protocol",
+            error.code === 1009
+              ? "upstream message too big"
+              : "upstream broke the WebSocket protocol",
           );
         } else {
           this.#closeClient(1011, "upstream connection lost");

@@ -259,7 +259,10 @@ export async function openUpstreamWebSocket(
   );
   const cancel = schedule(handshake.timeouts.request, () => connection.close());
   try {
-    await writeAll(conn, encodeRequestHead("GET", handshake.target, headers, "none"));
+    await writeAll(
+      conn,
+      encodeRequestHead("GET", handshake.target, headers, "none"),
+    );
     const head = parseResponseHead(await connection.readHead(), "GET");
     const problem = await handshakeProblem(head, key, offered);
     if (problem !== null) {
@@ -328,7 +331,9 @@ async function handshakeProblem(
   if (!values("upgrade").some((v) => v.includes("websocket"))) {
     return "its 101 has no Upgrade: websocket";
   }
-  if (!values("connection").some((v) => /(?:^|,)\s*upgrade\s*(?:,|$)/.test(v))) {
+  if (
+    !values("connection").some((v) => /(?:^|,)\s*upgrade\s*(?:,|$)/.test(v))
+  ) {
     return "its 101 has no Connection: upgrade";
   }
   const expected = base64(
@@ -340,7 +345,9 @@ async function handshakeProblem(
   if (accept?.[1] !== expected) return "its Sec-WebSocket-Accept is wrong";
   const protocol = head.headers.find(([n]) => n === "sec-websocket-protocol");
   if (protocol !== undefined && !offered.has(protocol[1])) {
-    return `it chose subprotocol "${protocol[1]}", which the client did not offer`;
+    return `it chose subprotocol "${
+      protocol[1]
+    }", which the client did not offer`;
   }
   if (head.headers.some(([n]) => n === "sec-websocket-extensions")) {
     return "it chose an extension, which legate did not offer";
@@ -409,7 +416,10 @@ export class UpstreamWebSocket {
         }
         if (header.opcode === Opcode.pong) continue;
         if (header.opcode !== Opcode.close) {
-          return await this.#fail(1002, `upstream sent opcode ${header.opcode}`);
+          return await this.#fail(
+            1002,
+            `upstream sent opcode ${header.opcode}`,
+          );
         }
         return await this.#closed(payload);
       }
@@ -475,7 +485,10 @@ export class UpstreamWebSocket {
     try {
       reason = strictUtf8.decode(payload.subarray(2));
     } catch {
-      return await this.#fail(1007, "upstream sent a close reason that is not UTF-8");
+      return await this.#fail(
+        1007,
+        "upstream sent a close reason that is not UTF-8",
+      );
     }
     if (!this.#closeSent) {
       this.#closeSent = true;
