@@ -51,6 +51,9 @@ export interface Hop {
   readonly release: () => void;
 }
 
+/** A failed restart is tried again after a pause that doubles up to 1 s. */
+const RESTART_BACKOFF_MS = { first: 10, max: 1_000 } as const;
+
 /** The inner servers of one listener. */
 export class HttpHop {
   readonly #handler: HopHandler;
@@ -128,10 +131,23 @@ export class HttpHop {
 
   #start(tls: TlsMaterial | null): InnerServer {
     const inner = new InnerServer(tls, this.#handler);
-    inner.stopped.then((error) => {
+    inner.stopped.then(async (error) => {
       if (this.#closed || inner !== this.#current) return;
       this.#onRestart(error);
-      this.#current = this.#start(tls);
+      // Out of descriptors, the new listener may fail too: try again, with a
+      // backoff; new connections fail their hop (and are closed) meanwhile.
+      for (let pause = RESTART_BACKOFF_MS.first;; pause *= 2) {
+        try {
+          this.#current = this.#start(tls);
+          break;
+        } catch (reason) {
+          this.#onRestart(reason);
+          await new Promise((resolve) =>
+            setTimeout(resolve, Math.min(pause, RESTART_BACKOFF_MS.max))
+          );
+          if (this.#closed) return;
+        }
+      }
       inner.retire();
     });
     return inner;

@@ -237,8 +237,9 @@ class Bridge {
       : new Uint8Array(data);
     const { maxMessage } = this.#ws.settings;
     if (bytes.length > maxMessage) {
-      this.#closeClient(1009, `message over ${maxMessage} bytes`);
-      this.#upstream.close(1001, "client went away");
+      const reason = `message over max_message (${maxMessage} bytes)`;
+      this.#closeClient(1009, reason);
+      this.#upstream.close(1009, reason);
       this.#upstreamDone = true;
       return;
     }
