@@ -491,8 +491,9 @@ export class UpstreamWebSocket {
       );
     }
     if (!this.#closeSent) {
+      // Echoed whole: the upstream hears its own code and reason back.
       this.#closeSent = true;
-      await this.#write(Opcode.close, payload.subarray(0, 2)).catch(() => {});
+      await this.#write(Opcode.close, payload).catch(() => {});
     }
     this.#connection.close();
     return { type: "close", code, reason };
