@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import WebSocketClient from "ws";
 import {
+  freePort,
   rawHttp,
   spawnLegate,
   startLegate,
@@ -117,7 +118,10 @@ interface Seen {
  * echoes text as "echo TEXT" and bytes reversed, and on "bye" closes with
  * 4100 "server done".
  */
-function echoUpstream(): { server: ReturnType<typeof startServer>; seen: Seen } {
+function echoUpstream(): {
+  server: ReturnType<typeof startServer>;
+  seen: Seen;
+} {
   const seen: Seen = { messages: [], closed: Promise.withResolvers() };
   const server = startServer((req) => {
     seen.request = { url: req.url, headers: new Headers(req.headers) };
@@ -133,8 +137,9 @@ function echoUpstream(): { server: ReturnType<typeof startServer>; seen: Seen } 
         : [...new Uint8Array(event.data)];
       seen.messages.push(data);
       if (data === "bye") socket.close(4100, "server done");
-      else if (typeof event.data === "string") socket.send(`echo ${event.data}`);
-      else socket.send(new Uint8Array(event.data).reverse());
+      else if (typeof event.data === "string") {
+        socket.send(`echo ${event.data}`);
+      } else socket.send(new Uint8Array(event.data).reverse());
     };
     socket.onclose = (event) => seen.closed.resolve([event.code, event.reason]);
     return response;
@@ -203,7 +208,10 @@ Deno.test("Deno's WebSocket through an HTTP route: path after prefix stripping, 
   assert.equal(request.headers.get("x-forwarded-proto"), "http");
   assert.equal(request.headers.get("x-tenant"), "acme");
   assert.equal(request.headers.get("x-debug"), null);
-  assert.equal(request.headers.get("sec-websocket-protocol"), "chat.v2, chat.v1");
+  assert.equal(
+    request.headers.get("sec-websocket-protocol"),
+    "chat.v2, chat.v1",
+  );
   const replies = nextMessages(ws, 4);
   const big = new Uint8Array(300_000).map((_, i) => i & 0xff);
   ws.send("one");
@@ -323,4 +331,148 @@ Deno.test("a message over max_message closes both sides with 1009, from either s
   ws2.send("y".repeat(1020));
   assert.equal((await closed2)[0], 1009);
   assert.equal((await seen2.closed.promise)[0], 1009);
+});
+
+/** legate's resident memory, in bytes. */
+async function residentBytes(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+Deno.test("a WebSocket survives a reload that keeps its route, is counted in /metrics, and SIGTERM closes it with 1001 on both sides", async () => {
+  const { server, seen } = echoUpstream();
+  await using _upstream = server;
+  const port = freePort();
+  const legate = await spawnLegate({
+    "chat.yaml":
+      `listen: 127.0.0.1:${port}\nupstreams: [${server.url}]\nwebsocket: {}\n`,
+  }, ["--drain-timeout", "1s"]);
+  try {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+    await opened(ws);
+    const first = nextMessages(ws, 1);
+    ws.send("before");
+    assert.deepEqual(await first, ["echo before"]);
+    await Deno.writeTextFile(
+      `${legate.dir}/chat.yaml`,
+      `listen: 127.0.0.1:${port}\nupstreams: [${server.url}]\nwebsocket: { max_message: 1MiB }\nresponse_headers: { add: { x-v: "2" } }\n`,
+    );
+    legate.child.kill("SIGHUP");
+    await waitFor(
+      () => legate.events.some((e) => e.msg === "routes reloaded"),
+      "the reload",
+    );
+    const second = nextMessages(ws, 1);
+    ws.send("after");
+    assert.deepEqual(await second, ["echo after"]);
+    const metrics = await (await fetch(`http://${legate.admin}/metrics`))
+      .text();
+    assert.match(
+      metrics,
+      /legate_websocket_connections_total\{service="chat"\} 1\n/,
+    );
+    assert.match(
+      metrics,
+      /legate_websocket_connections_open\{service="chat"\} 1\n/,
+    );
+    assert.match(
+      metrics,
+      /legate_websocket_messages_total\{service="chat",direction="upstream"\} 2\n/,
+    );
+    assert.match(
+      metrics,
+      /legate_websocket_messages_total\{service="chat",direction="downstream"\} 2\n/,
+    );
+    const clientClosed = closedWith(ws);
+    legate.child.kill("SIGTERM");
+    assert.deepEqual(await clientClosed, [1001, "legate is shutting down"]);
+    assert.deepEqual(await seen.closed.promise, [
+      1001,
+      "legate is shutting down",
+    ]);
+    assert.equal(await legate.exit(), 0);
+  } finally {
+    if (!legate.exited) {
+      legate.child.kill("SIGKILL");
+      await legate.exit();
+    }
+  }
+});
+
+Deno.test("a client that stops reading holds the upstream back: legate's memory stays bounded, and every message arrives in order once it reads again", async () => {
+  const MESSAGE = 64 * 1024;
+  const TOTAL = 2048; // 128 MiB offered
+  let sent = 0;
+  const upstream = startServer((req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onopen = async () => {
+      const message = new Uint8Array(MESSAGE);
+      while (sent < TOTAL && socket.readyState === WebSocket.OPEN) {
+        // The upstream's own backpressure: it sends while its buffer is short.
+        if (socket.bufferedAmount > 4 * MESSAGE) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          continue;
+        }
+        new DataView(message.buffer).setUint32(0, sent);
+        socket.send(message);
+        sent++;
+      }
+    };
+    return response;
+  });
+  await using _upstream = upstream;
+  const port = freePort();
+  const legate = await spawnLegate({
+    "bulk.yaml":
+      `listen: 127.0.0.1:${port}\nupstreams: [${upstream.url}]\nwebsocket: {}\n`,
+  });
+  try {
+    const before = await residentBytes(legate.child.pid);
+    const ws = new WebSocketClient(`ws://127.0.0.1:${port}/`);
+    await new Promise((resolve, reject) => {
+      ws.on("open", resolve);
+      ws.on("error", reject);
+    });
+    ws.pause();
+    // Wait until the upstream is held back: nothing more sent for a while.
+    let last = -1;
+    await waitFor(
+      async () => {
+        const now = sent;
+        const still = now === last && now > 0;
+        last = now;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        return still;
+      },
+      "the upstream to be held back",
+      20_000,
+    );
+    const held = sent;
+    const grown = (await residentBytes(legate.child.pid)) - before;
+    assert.ok(held < TOTAL / 4, `the upstream sent ${held} of ${TOTAL}`);
+    assert.ok(grown < 48 * 1024 * 1024, `legate grew by ${grown} bytes`);
+    console.log(
+      `held at ${held * MESSAGE / 2 ** 20} MiB sent; legate RSS grew ${
+        (grown / 2 ** 20).toFixed(1)
+      } MiB`,
+    );
+    let received = 0;
+    let inOrder = true;
+    const all = new Promise<void>((resolve) =>
+      ws.on("message", (data) => {
+        const bytes = data as Buffer;
+        if (bytes.readUInt32BE(0) !== received || bytes.length !== MESSAGE) {
+          inOrder = false;
+        }
+        if (++received === TOTAL) resolve();
+      })
+    );
+    ws.resume();
+    await all;
+    assert.ok(inOrder);
+    ws.close(1000);
+  } finally {
+    legate.child.kill("SIGTERM");
+    await legate.exit();
+  }
 });
