@@ -13,9 +13,11 @@
  * and a drain closes each connection only once its requests are done.
  *
  * Each connection is served by `serveHttpOnConnection`, the function
- * `Deno.serve` itself uses per connection, reached through `Deno.internal`:
- * the one place legate uses a runtime internal. A Deno without it fails the
- * first listener with a clear message.
+ * `Deno.serve` itself uses per connection, reached through `Deno.internal`.
+ * Listeners whose connections may upgrade to WebSocket serve through a hop
+ * to `serveHttpOnListener` instead (see http_hop.ts). These are the only
+ * runtime internals legate uses; a Deno without them fails the first
+ * listener with a clear message.
  * @module
  */
 import type { ListenAddress } from "../address.ts";
