@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import WebSocketClient from "ws";
+import { makeCa } from "./_certificates.ts";
 import {
   freePort,
   rawHttp,
@@ -116,7 +117,7 @@ interface Seen {
 /**
  * A Deno WebSocket server that picks subprotocol `chat.v1` when offered,
  * echoes text as "echo TEXT" and bytes reversed, and on "bye" closes with
- * 4100 "server done".
+ * 4100 "server done"; plain requests get "plain".
  */
 function echoUpstream(): {
   server: ReturnType<typeof startServer>;
@@ -124,6 +125,9 @@ function echoUpstream(): {
 } {
   const seen: Seen = { messages: [], closed: Promise.withResolvers() };
   const server = startServer((req) => {
+    if (req.headers.get("upgrade") !== "websocket") {
+      return new Response("plain");
+    }
     seen.request = { url: req.url, headers: new Headers(req.headers) };
     const offered = req.headers.get("sec-websocket-protocol") ?? "";
     const { socket, response } = Deno.upgradeWebSocket(
@@ -475,4 +479,40 @@ Deno.test("a client that stops reading holds the upstream back: legate's memory 
     legate.child.kill("SIGTERM");
     await legate.exit();
   }
+});
+
+Deno.test("wss:// on a TLS listener: npm:ws trusting the listener's CA reaches a plain upstream, and plain HTTPS requests still work there", async () => {
+  const { server, seen } = echoUpstream();
+  await using _upstream = server;
+  await using ca = await makeCa();
+  const leaf = await ca.issue("server");
+  await using l = await startLegate({
+    "chat.yaml": WS_ROUTE(
+      server.url,
+      `tls: { cert: ${leaf.cert}, key: ${leaf.key} }\n`,
+    ),
+  });
+  const port = l.address("chat").split(":")[1];
+  const ws = new WebSocketClient(`wss://localhost:${port}/secure`, {
+    ca: await Deno.readTextFile(ca.ca),
+  });
+  await new Promise((resolve, reject) => {
+    ws.on("open", resolve);
+    ws.on("error", reject);
+  });
+  const reply = new Promise((resolve) =>
+    ws.on("message", (data) => resolve(String(data)))
+  );
+  ws.send("over tls");
+  assert.equal(await reply, "echo over tls");
+  assert.equal(seen.request!.headers.get("x-forwarded-proto"), "https");
+  ws.close(1000);
+  assert.equal((await seen.closed.promise)[0], 1000);
+  const client = Deno.createHttpClient({
+    caCerts: [await Deno.readTextFile(ca.ca)],
+  });
+  const response = await fetch(`https://localhost:${port}/`, { client });
+  assert.equal(response.status, 200);
+  assert.equal(await response.text(), "plain");
+  client.close();
 });
