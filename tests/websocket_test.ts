@@ -516,3 +516,65 @@ Deno.test("wss:// on a TLS listener: npm:ws trusting the listener's CA reaches a
   assert.equal(await response.text(), "plain");
   client.close();
 });
+
+Deno.test("out of file descriptors, a WebSocket listener's inner server is replaced and the listener serves again once descriptors free up", async () => {
+  const { server } = echoUpstream();
+  await using _upstream = server;
+  const port = freePort();
+  const address = `127.0.0.1:${port}`;
+  const legate = await spawnLegate(
+    {
+      "chat.yaml":
+        `listen: ${address}\nupstreams: [${server.url}]\nwebsocket: {}\n`,
+    },
+    ["--no-watch"],
+    {},
+    { fdLimit: 128 },
+  );
+  const held: Deno.Conn[] = [];
+  try {
+    // Each connection takes three of legate's descriptors: the accepted one
+    // and both ends of its hop. Some accept runs out.
+    for (
+      let i = 0;
+      i < 200 && !legate.logged("inner HTTP server restarted");
+      i++
+    ) {
+      held.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    }
+    await waitFor(
+      () => legate.logged("inner HTTP server restarted") !== undefined,
+      "the inner server to be replaced",
+      10_000,
+    );
+    assert.ok(!legate.exited);
+    assert.match(
+      String(legate.logged("inner HTTP server restarted")!.reason),
+      /too many open files/i,
+    );
+    for (const conn of held) conn.close();
+    held.length = 0;
+    await waitFor(
+      async () => {
+        try {
+          const response = await fetch(`http://${address}/`);
+          return (await response.text()) === "plain";
+        } catch {
+          return false;
+        }
+      },
+      "the listener to serve again",
+      10_000,
+    );
+    const ws = new WebSocket(`ws://${address}/`);
+    await opened(ws);
+    const reply = nextMessages(ws, 1);
+    ws.send("again");
+    assert.deepEqual(await reply, ["echo again"]);
+    ws.close();
+  } finally {
+    for (const conn of held) conn.close();
+    legate.child.kill("SIGTERM");
+    await legate.exit();
+  }
+});
