@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { Buffer } from "node:buffer";
 import WebSocketClient from "ws";
 import { makeCa } from "./_certificates.ts";
 import {
@@ -249,7 +250,11 @@ Deno.test("npm:ws through an HTTP route: subprotocol offers written as \"a,b\", 
     "chat.v1",
   ]);
   const upgrade = new Promise<Record<string, unknown>>((resolve) =>
-    ws.on("upgrade", (response) => resolve(response.headers))
+    ws.on(
+      "upgrade",
+      (response: { headers: Record<string, unknown> }) =>
+        resolve(response.headers),
+    )
   );
   await new Promise((resolve, reject) => {
     ws.on("open", resolve);
@@ -261,8 +266,8 @@ Deno.test("npm:ws through an HTTP route: subprotocol offers written as \"a,b\", 
   assert.match(String(headers["x-request-id"]), /^[0-9a-f-]{36}$/);
   const got: unknown[] = [];
   const all = new Promise<void>((resolve) =>
-    ws.on("message", (data, binary) => {
-      got.push(binary ? [...new Uint8Array(data as Buffer)] : String(data));
+    ws.on("message", (data: Buffer, binary: boolean) => {
+      got.push(binary ? [...new Uint8Array(data)] : String(data));
       if (got.length === 2) resolve();
     })
   );
@@ -463,8 +468,8 @@ Deno.test("a client that stops reading holds the upstream back: legate's memory 
     let received = 0;
     let inOrder = true;
     const all = new Promise<void>((resolve) =>
-      ws.on("message", (data) => {
-        const bytes = data as Buffer;
+      ws.on("message", (data: Buffer) => {
+        const bytes = data;
         if (bytes.readUInt32BE(0) !== received || bytes.length !== MESSAGE) {
           inOrder = false;
         }
@@ -501,7 +506,7 @@ Deno.test("wss:// on a TLS listener: npm:ws trusting the listener's CA reaches a
     ws.on("error", reject);
   });
   const reply = new Promise((resolve) =>
-    ws.on("message", (data) => resolve(String(data)))
+    ws.on("message", (data: Buffer) => resolve(String(data)))
   );
   ws.send("over tls");
   assert.equal(await reply, "echo over tls");
