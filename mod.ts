@@ -110,6 +110,7 @@ export type {
   TimeoutsConfig,
   UpstreamConfig,
   UpstreamTlsConfig,
+  WebSocketConfig,
 } from "./src/config/service.ts";
 export { routeFileJsonSchema } from "./src/config/schema.ts";
 export {

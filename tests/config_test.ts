@@ -54,7 +54,7 @@ Deno.test("reports every error of every file at once, each with file:line:column
     'users.yaml:6:5: upstreams[2]: unknown key "wieght" (did you mean "weight"?)',
     'users.yaml:7:13: timeouts: unknown key "conect" (did you mean "connect"?)',
     'users.yaml:7:31: timeouts.idle: "5 seconds" is not a duration (use a number and a unit: 250ms, 2s, 5m, 1h)',
-    'users.yaml:8:1: unknown key "cache" (valid keys: name, listen, mode, tls, upstream_tls, protocol, upstreams, match, strip_prefix, preserve_host, timeouts, balance, hash_on, health_check, outlier, retries, limits, dns_refresh, request_headers, response_headers, rewrite_redirects)',
+    'users.yaml:8:1: unknown key "cache" (valid keys: name, listen, mode, tls, upstream_tls, protocol, upstreams, match, strip_prefix, preserve_host, timeouts, balance, hash_on, health_check, outlier, retries, limits, dns_refresh, request_headers, response_headers, rewrite_redirects, websocket)',
   ]);
 });
 
@@ -362,4 +362,29 @@ Deno.test("the shipped route files are valid and point editors at the schema", a
       `${entry.name} starts with the schema comment`,
     );
   }
+});
+
+Deno.test("checks the websocket key: sizes, their range, unknown keys, TCP services", async () => {
+  const errors = await errorsOf({
+    "a.yaml":
+      "listen: :8001\nupstreams: [http://a]\nwebsocket: { max_message: 16MB }\n",
+    "b.yaml":
+      "listen: :8002\nupstreams: [http://a]\nwebsocket: { max_message: 512B }\n",
+    "c.yaml":
+      "listen: :8003\nupstreams: [http://a]\nwebsocket:\n  max_message: 65MiB\n",
+    "d.yaml":
+      "listen: :8004\nupstreams: [http://a]\nwebsocket: { max_mesage: 1MiB }\n",
+    "e.yaml": "listen: :8005\nupstreams: [tcp://a:1]\nwebsocket: {}\n",
+    "f.yaml": "listen: :8006\nupstreams: [http://a]\nwebsocket: true\n",
+    "g.yaml":
+      "listen: :8007\nupstreams: [http://a]\nwebsocket: { max_message: 1KiB }\n",
+  });
+  assert.deepEqual(errors, [
+    'a.yaml:3:27: websocket.max_message: "16MB" is not a size (use a whole number and a unit: 512KiB, 16MiB)',
+    'b.yaml:3:27: websocket.max_message: "512B" is out of range: use 1KiB to 64MiB',
+    'c.yaml:4:16: websocket.max_message: "65MiB" is out of range: use 1KiB to 64MiB',
+    'd.yaml:3:14: websocket: unknown key "max_mesage" (did you mean "max_message"?)',
+    "e.yaml:3:12: websocket: applies to HTTP services only; this service is tcp",
+    "f.yaml:3:12: websocket: expected an object, got true",
+  ]);
 });

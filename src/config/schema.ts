@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import { DURATION_PATTERN } from "./duration.ts";
+import { SIZE_PATTERN } from "./size.ts";
 
 // `+srv` URLs are only told apart here: whether the rest is an SRV name,
 // without port or path, validate checks, so its messages can say which.
@@ -324,6 +325,15 @@ export const routeFileSchema = z.strictObject({
     ),
   rewrite_redirects: z.boolean().optional().describe(
     "HTTP only: rewrite Location and Content-Location that point at the upstream to the address the client used (default true)",
+  ),
+  websocket: z.strictObject({
+    max_message: z.string().regex(SIZE_PATTERN, {
+      error: "is not a size (use a whole number and a unit: 512KiB, 16MiB)",
+    }).optional().describe(
+      "The largest WebSocket message passed either way, 1KiB to 64MiB (default 16MiB); a larger one closes the connection with 1009",
+    ),
+  }).optional().describe(
+    "HTTP only: its presence forwards WebSocket upgrades to the upstream (the listener then serves through a loopback hop, see the README); {} takes the defaults",
   ),
 });
 

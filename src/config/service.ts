@@ -157,6 +157,12 @@ export interface HeaderRulesConfig {
   readonly add: readonly (readonly [string, readonly TemplatePart[]])[];
 }
 
+/** WebSocket settings of an HTTP service that enables WebSocket. */
+export interface WebSocketConfig {
+  /** The largest message passed either way, in bytes. */
+  readonly maxMessage: number;
+}
+
 /** Timeouts of a service, in milliseconds. */
 export interface TimeoutsConfig {
   /** Opening an upstream connection. */
@@ -213,6 +219,8 @@ export interface ServiceConfig {
   readonly responseHeaders: HeaderRulesConfig | null;
   /** HTTP only: rewrite Location and Content-Location that point at the upstream. */
   readonly rewriteRedirects: boolean;
+  /** HTTP only: WebSocket settings when the route file enables WebSocket, or null. */
+  readonly webSocket: WebSocketConfig | null;
   /**
    * Values to show instead of the real ones, by key path (`upstreams[0]`):
    * strings whose secret references (files, variables named like secrets)
@@ -234,6 +242,9 @@ export const DEFAULT_TIMEOUTS = {
   request: 60_000,
   idle: { http: 60_000, tcp: 3_600_000 },
 } as const;
+
+/** The largest WebSocket message where a route file gives no `websocket.max_message`: 16 MiB. */
+export const DEFAULT_WEBSOCKET_MAX_MESSAGE = 16 * 1024 * 1024;
 
 /** Resilience settings used where a route file gives none. */
 export const DEFAULT_RESILIENCE = {

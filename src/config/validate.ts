@@ -34,12 +34,15 @@ import {
   SERVICE_NAME,
   SERVICE_NAME_RULE,
 } from "./schema.ts";
+import { parseSize } from "./size.ts";
 import {
   type CertificateFiles,
   DEFAULT_TIMEOUTS,
+  DEFAULT_WEBSOCKET_MAX_MESSAGE,
   type ServiceConfig,
   type UpstreamConfig,
   type UpstreamTlsConfig,
+  type WebSocketConfig,
 } from "./service.ts";
 import {
   mismatchedKey,
@@ -466,7 +469,32 @@ const HTTP_ONLY_KEYS = [
   "request_headers",
   "response_headers",
   "rewrite_redirects",
+  "websocket",
 ] as const;
+
+/** The bounds of `websocket.max_message`: Deno reads client messages up to 64 MiB. */
+const MAX_MESSAGE_RANGE = { min: 1024, max: 64 * 1024 * 1024 } as const;
+
+/** The `websocket` key: null when absent, which leaves WebSocket off. */
+function buildWebSocket(
+  route: RouteFile,
+  report: Report,
+): WebSocketConfig | null {
+  if (route.websocket === undefined) return null;
+  const text = route.websocket.max_message;
+  const maxMessage = text === undefined
+    ? DEFAULT_WEBSOCKET_MAX_MESSAGE
+    : parseSize(text);
+  if (
+    maxMessage < MAX_MESSAGE_RANGE.min || maxMessage > MAX_MESSAGE_RANGE.max
+  ) {
+    report(
+      ["websocket", "max_message"],
+      `"${text}" is out of range: use 1KiB to 64MiB`,
+    );
+  }
+  return { maxMessage };
+}
 
 /** Checks meaning across keys and builds the typed service. */
 function buildService(
@@ -612,6 +640,7 @@ function buildService(
     ? undefined
     : buildResilience(route, protocol, shown, report);
   const headerKeys = buildHeaderRules(route, templates, references, report);
+  const webSocket = buildWebSocket(route, report);
   if (
     errors.length > 0 || listen === undefined || protocol === undefined ||
     resilience === undefined || listenTls === undefined ||
@@ -655,6 +684,7 @@ function buildService(
     },
     ...resilience,
     ...headerKeys,
+    webSocket,
     shown,
     positions: {
       listen: position("listen"),

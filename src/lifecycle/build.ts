@@ -83,6 +83,7 @@ export function httpRouteSettings(
     requestHeaders: headerRules(service.requestHeaders, secretFiles, true),
     responseHeaders: headerRules(service.responseHeaders, secretFiles, false),
     rewriteRedirects: service.rewriteRedirects,
+    webSocket: service.webSocket,
   };
 }
 

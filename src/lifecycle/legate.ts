@@ -326,6 +326,7 @@ export class Legate {
         transport,
         log,
         attempts: traffic,
+        webSockets: traffic,
         logPhase: [
           (outcome) => traffic.observe(outcome),
           ...(accessLog ? [(o: RequestOutcome) => accessLog.request(o)] : []),
@@ -763,11 +764,18 @@ function certificateFiles(services: readonly ServiceConfig[]): string[] {
 
 /**
  * Whether a running listener can take `next` by swapping its routes: the
- * same protocol, and TLS on both or on neither.
+ * same protocol, TLS on both or on neither, and WebSocket on both or on
+ * neither (it decides how connections are served).
  */
 function reusable(current: ListenerPlan, next: ListenerPlan): boolean {
   return current.protocol === next.protocol &&
-    (current.tls === null) === (next.tls === null);
+    (current.tls === null) === (next.tls === null) &&
+    upgrades(current) === upgrades(next);
+}
+
+/** Whether a listener serves a service that forwards WebSocket. */
+function upgrades(plan: ListenerPlan): boolean {
+  return plan.services.some((service) => service.webSocket !== null);
 }
 
 /** What a config means, without where it is written: comments and layout do not count. */
@@ -840,6 +848,12 @@ async function openListener(
           ...context.http,
           onAcceptError,
           ...listenerSecurity(plan),
+          upgrades: upgrades(plan),
+          onHopRestart: (error) =>
+            context.log.warn("inner HTTP server restarted", {
+              listener: plan.key,
+              reason: error instanceof Error ? error.message : String(error),
+            }),
         },
       ),
       update(next, staged) {

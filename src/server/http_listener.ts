@@ -13,13 +13,18 @@
  * and a drain closes each connection only once its requests are done.
  *
  * Each connection is served by `serveHttpOnConnection`, the function
- * `Deno.serve` itself uses per connection, reached through `Deno.internal`:
- * the one place legate uses a runtime internal. A Deno without it fails the
- * first listener with a clear message.
+ * `Deno.serve` itself uses per connection, reached through `Deno.internal`.
+ * Listeners whose connections may upgrade to WebSocket serve through a hop
+ * to `serveHttpOnListener` instead (see http_hop.ts). These are the only
+ * runtime internals legate uses; a Deno without them fails the first
+ * listener with a clear message.
  * @module
  */
 import type { ListenAddress } from "../address.ts";
 import type { ExchangeTracker } from "../transport/http1/client.ts";
+import { closeQuietly } from "../transport/connect.ts";
+import { type Relay, relay } from "../transport/tcp.ts";
+import { abandonHop, HttpHop } from "./http_hop.ts";
 import { type TlsMaterial, TlsTermination } from "./tls_termination.ts";
 import {
   acceptConnections,
@@ -66,6 +71,16 @@ export interface HttpListenerOptions {
   readonly tls?: TlsMaterial;
   /** `unix:` addresses: the socket file's permissions; as created when absent. */
   readonly socketMode?: number | null;
+  /**
+   * Let connections upgrade (WebSocket): serve through a loopback hop to
+   * Deno's server on a whole listener (see http_hop.ts), at the cost of one
+   * relay per connection. Deno 2.9's per-connection server closes upgraded
+   * connections at once.
+   * @default {false}
+   */
+  readonly upgrades?: boolean;
+  /** Hears why an inner server of an upgrading listener stopped and was replaced. */
+  readonly onHopRestart?: (error: unknown) => void;
 }
 
 /** `Deno.internal`'s per-connection HTTP server, as Deno 2.9 has it. */
@@ -88,6 +103,17 @@ const SWEEP_MS = 1_000;
 const RELIEF_MIN_IDLE_MS = 1_000;
 /** How long cut requests get to unwind before drain() returns anyway. */
 const CUT_GRACE_MS = 1_000;
+/**
+ * How long a cut connection served over a hop stays open, so that close
+ * frames (WebSocket 1001) reach the client; less than CUT_GRACE_MS.
+ */
+const HOP_CUT_GRACE_MS = 500;
+/**
+ * How long a hop may carry no bytes before both sides are closed, in
+ * milliseconds: longer than anything the serving side waits for itself (the
+ * header timeout, idle WebSockets), so that side decides when a connection ends.
+ */
+const HOP_IDLE_MS = 24 * 3_600_000;
 
 /**
  * Serves HTTP on `address`. Responses are sent as the handler builds them:
@@ -103,12 +129,27 @@ export async function serveHttp(
   const serveOnConnection = denoServeOnConnection();
   const headerTimeout = options.headerTimeout ?? 30_000;
   const maxIdle = options.maxIdleConnections ?? 1024;
-  const termination = options.tls
+  /** Upgrading listeners: the client connection of each hop, by the hop's port. */
+  const hopped = new Map<number, Client>();
+  const hop = options.upgrades
+    ? new HttpHop(
+      (request, port) => {
+        const client = hopped.get(port);
+        return client === undefined
+          ? new Response("legate: connection closed\n", { status: 421 })
+          : client.handle(handler, request);
+      },
+      options.tls ?? null,
+      options.onHopRestart ?? (() => {}),
+    )
+    : null;
+  const termination = options.tls && hop === null
     ? new TlsTermination(options.tls, ["h2", "http/1.1"])
     : null;
   const listener = await bindListener(address, options.socketMode ?? null)
     .catch((error) => {
       termination?.close();
+      hop?.close();
       throw error;
     });
   const connections = new Set<Client>();
@@ -146,20 +187,7 @@ export async function serveHttp(
     return true;
   };
 
-  const serve = (conn: Deno.Conn, remoteAddr: Deno.Addr) => {
-    if (draining) {
-      conn.close();
-      return;
-    }
-    while (idle.size >= maxIdle) evictOldestIdle();
-    const client = new Client(
-      conn,
-      remoteAddr,
-      serveOnConnection,
-      handler,
-      onIdle,
-      onBusy,
-    );
+  const track = (client: Client) => {
     connections.add(client);
     idle.add(client);
     client.done.then(() => {
@@ -167,7 +195,42 @@ export async function serveHttp(
       idle.delete(client);
     });
   };
+  const serve = (conn: Deno.Conn, remoteAddr: Deno.Addr) => {
+    if (draining) {
+      conn.close();
+      return;
+    }
+    while (idle.size >= maxIdle) evictOldestIdle();
+    const client = new Client(remoteAddr, onIdle, onBusy);
+    client.serve(serveOnConnection(
+      conn,
+      client.signal,
+      (request) => client.handle(handler, request),
+      () => new Response("legate: internal error\n", { status: 500 }),
+      () => {},
+    ));
+    track(client);
+  };
+  const serveOverHop = async (conn: Deno.Conn, hop: HttpHop) => {
+    const made = await hop.handoff();
+    if (made === null || draining) {
+      closeQuietly(conn);
+      if (made !== null) abandonHop(made);
+      return;
+    }
+    while (idle.size >= maxIdle) evictOldestIdle();
+    const port = made.conn.localAddr.port;
+    const client = new Client(conn.remoteAddr, onIdle, onBusy);
+    hopped.set(port, client);
+    client.relay(relay(conn, made.conn, HOP_IDLE_MS));
+    track(client);
+    client.done.then(() => {
+      hopped.delete(port);
+      made.release();
+    });
+  };
   const accepting = acceptConnections(listener, (conn) => {
+    if (hop !== null) return void serveOverHop(conn, hop);
     if (termination === null) return serve(conn, conn.remoteAddr);
     termination.terminate(conn).then((tls) => {
       if (tls) serve(tls, conn.remoteAddr);
@@ -190,7 +253,9 @@ export async function serveHttp(
 
   return {
     addr: listener.addr,
-    useCertificate: termination
+    useCertificate: hop && options.tls
+      ? (material) => hop.useCertificate(material)
+      : termination
       ? (material) => termination.useCertificate(material)
       : undefined,
     active: () => {
@@ -203,6 +268,7 @@ export async function serveHttp(
       closeListener(listener);
       await accepting;
       termination?.close();
+      hop?.close();
       clearInterval(sweeper);
       for (const client of idle) client.close();
       idle.clear();
@@ -219,46 +285,71 @@ export async function serveHttp(
   };
 }
 
-/** One accepted client connection and the work in flight on it. */
+/**
+ * One accepted client connection and the work in flight on it, served
+ * either by Deno's server on this connection or over a hop (upgrading
+ * listeners).
+ */
 class Client implements ClientConnection {
   readonly remoteAddr: Deno.Addr;
   /** Settles when the connection is closed. */
   readonly done: Promise<void>;
   /** When the connection last became idle, in epoch milliseconds. */
   idleSince = Date.now();
-  readonly #server: Deno.HttpServer;
+  readonly #done = Promise.withResolvers<void>();
   readonly #abort = new AbortController();
   readonly #exchanges = new Set<{ close(): void }>();
   readonly #onIdle: (client: Client) => void;
   readonly #onBusy: (client: Client) => void;
+  /** Ends the connection once idle: graceful for Deno's server, a close for a hop. */
+  #end: () => void = () => {};
+  /** Ends the connection now. */
+  #cut: () => void = () => {};
   #handlers = 0;
   #closing = false;
   #finished = false;
 
   constructor(
-    conn: Deno.Conn,
     remoteAddr: Deno.Addr,
-    serveOnConnection: ServeOnConnection,
-    handler: HttpHandler,
     onIdle: (client: Client) => void,
     onBusy: (client: Client) => void,
   ) {
     this.remoteAddr = remoteAddr;
     this.#onIdle = onIdle;
     this.#onBusy = onBusy;
-    this.#server = serveOnConnection(
-      conn,
-      this.#abort.signal,
-      (request) => this.#handle(handler, request),
-      () => new Response("legate: internal error\n", { status: 500 }),
-      () => {},
-    );
+    this.done = this.#done.promise.finally(() => {
+      this.#finished = true;
+    });
+  }
+
+  /** Aborts Deno's server on this connection. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  /** Served by Deno's server on this connection. */
+  serve(server: Deno.HttpServer): void {
+    this.#end = () => void server.shutdown().catch(() => {});
+    // Aborting after shutdown() throws inside Deno; a connection that was
+    // shut down ends when its requests end, which cut() just closed.
+    this.#cut = () => {
+      if (!this.#closing) this.#abort.abort();
+    };
     // A connection's server rejects when the client sent something Deno
     // could not parse (a malformed chunked body): that connection ends, and
     // nothing else does.
-    this.done = this.#server.finished.then(() => {}, () => {}).finally(() => {
-      this.#finished = true;
-    });
+    server.finished.then(this.#done.resolve, this.#done.resolve);
+  }
+
+  /** Served over a hop, which `hop` relays. */
+  relay(hop: Relay): void {
+    this.#end = () => hop.cut();
+    // Upgraded connections get to send their close frames first.
+    this.#cut = () => {
+      const timer = setTimeout(() => hop.cut(), HOP_CUT_GRACE_MS);
+      hop.done.finally(() => clearTimeout(timer));
+    };
+    hop.done.then(() => this.#done.resolve());
   }
 
   /** Requests in flight: handlers running, or bodies still streaming. */
@@ -279,19 +370,18 @@ class Client implements ClientConnection {
   close(): void {
     if (this.#closing || this.#finished) return;
     this.#closing = true;
-    if (this.inFlight === 0) this.#shutdown();
+    if (this.inFlight === 0) this.#end();
   }
 
-  /** Ends the work in flight now: upstream exchanges are closed, the connection aborted. */
+  /** Ends the work in flight now: upstream exchanges are closed, the connection too. */
   cut(): void {
     for (const connection of this.#exchanges) connection.close();
     this.#exchanges.clear();
-    // Aborting after shutdown() throws inside Deno; a connection that was
-    // shut down ends when its requests end, which closing them just did.
-    if (!this.#finished && !this.#closing) this.#abort.abort();
+    if (!this.#finished) this.#cut();
   }
 
-  async #handle(handler: HttpHandler, request: Request): Promise<Response> {
+  /** Runs `handler` on a request of this connection, counting it in flight. */
+  async handle(handler: HttpHandler, request: Request): Promise<Response> {
     if (this.#handlers === 0 && this.#exchanges.size === 0) this.#onBusy(this);
     this.#handlers++;
     try {
@@ -305,13 +395,8 @@ class Client implements ClientConnection {
   #settle(): void {
     if (this.inFlight > 0) return;
     this.idleSince = Date.now();
-    if (this.#closing) this.#shutdown();
+    if (this.#closing) this.#end();
     else this.#onIdle(this);
-  }
-
-  #shutdown(): void {
-    this.#closing = true;
-    this.#server.shutdown().catch(() => {});
   }
 }
 

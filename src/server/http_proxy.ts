@@ -43,6 +43,11 @@ import {
   type RequestTrace,
   startTrace,
 } from "./trace_context.ts";
+import {
+  proxyWebSocket,
+  type WebSocketMetrics,
+  type WebSocketSettings,
+} from "./websocket_proxy.ts";
 
 /** What ring_hash and maglev hash to choose an endpoint. */
 export type HashOn =
@@ -71,6 +76,8 @@ export interface HttpRoute {
   readonly responseHeaders: HeaderRules | null;
   /** Rewrite Location and Content-Location that point at the upstream. */
   readonly rewriteRedirects: boolean;
+  /** WebSocket settings when the service enables WebSocket, or null. */
+  readonly webSocket: WebSocketSettings | null;
   /** The service's endpoints and policies. */
   readonly cluster: Cluster;
 }
@@ -130,6 +137,8 @@ export interface HttpProxyContext {
   readonly logPhase: readonly ((outcome: RequestOutcome) => void)[];
   /** Hears what each try measured. */
   readonly attempts: AttemptMetrics;
+  /** Counts WebSocket connections and messages. */
+  readonly webSockets: WebSocketMetrics;
 }
 
 const VIA: HeaderPair = ["via", "1.1 legate"];
@@ -208,10 +217,13 @@ async function proxyRequest(
       501,
     );
   }
-  if (incoming.upgrade !== null) {
+  if (incoming.upgrade !== null && !isWebSocket(incoming.upgrade)) {
     return answer(
       context,
-      new ProxyError("http_request_error", upgradeRefusal(incoming.upgrade)),
+      new ProxyError(
+        "http_request_error",
+        `legate does not upgrade HTTP to "${incoming.upgrade}"; use a TCP route for other protocols`,
+      ),
       base,
       0,
       501,
@@ -249,6 +261,18 @@ async function proxyRequest(
   const forwardedTarget = route.stripPrefix && path !== "*"
     ? stripPrefix(route.match.pathPrefix, path) + target.slice(path.length)
     : target;
+  if (incoming.upgrade !== null && route.webSocket === null) {
+    return answer(
+      context,
+      new ProxyError(
+        "http_request_error",
+        `service "${route.name}" does not forward WebSocket; add "websocket: {}" to its route file to enable it`,
+      ),
+      base,
+      0,
+      501,
+    );
+  }
   const { cluster } = route;
   if (!cluster.admit()) {
     return answer(
@@ -269,6 +293,17 @@ async function proxyRequest(
   if (requestRules !== null) applyHeaderRules(headers, requestRules, 1);
   // Each attempt's trace headers go here, replacing the previous attempt's.
   const traceAt = headers.length;
+  if (route.webSocket !== null && incoming.upgrade !== null) {
+    return upgrade(request, client, route, route.webSocket, context, base, {
+      hash: route.hashOn === null
+        ? undefined
+        : requestHash(route.hashOn, request, client, path),
+      headers,
+      traceAt,
+      target: forwardedTarget,
+      authority,
+    });
+  }
   const retries = cluster.settings.retries;
   const replayable = retries.attempts > 1 &&
     (IDEMPOTENT.has(request.method) || retries.retryNonIdempotent);
@@ -422,6 +457,94 @@ async function proxyRequest(
   return answer(context, failure, base, attempts);
 }
 
+/** What the pipeline made of a request that asks to upgrade. */
+interface UpgradeRequest {
+  readonly hash: number | undefined;
+  readonly headers: HeaderPair[];
+  /** Where the trace headers of the try go in `headers`. */
+  readonly traceAt: number;
+  readonly target: string;
+  readonly authority: string;
+}
+
+/**
+ * The upgrade hook: a WebSocket is bridged (see websocket_proxy.ts) and
+ * logged when it ends, with status 101. The route's admission slot is held
+ * until then.
+ */
+async function upgrade(
+  request: Request,
+  client: ClientConnection,
+  route: HttpRoute,
+  settings: WebSocketSettings,
+  context: HttpProxyContext,
+  base: RequestBase,
+  upgrading: UpgradeRequest,
+): Promise<Response> {
+  const { cluster } = route;
+  const { traced } = base;
+  let attemptTrace: ReturnType<RequestTrace["attempt"]> | null = null;
+  const result = await proxyWebSocket({
+    request,
+    client,
+    service: route.name,
+    cluster,
+    hash: upgrading.hash,
+    target: upgrading.target,
+    headers: upgrading.headers,
+    host: (endpoint) =>
+      route.requestHeaders?.host?.value ??
+        (route.preserveHost ? upgrading.authority : endpoint.authority),
+    timeouts: route.timeouts,
+    settings,
+    metrics: context.webSockets,
+    traced(endpoint) {
+      attemptTrace = traced.attempt(endpoint, upgrading.target);
+      upgrading.headers.length = upgrading.traceAt;
+      for (const pair of attemptTrace.headers) upgrading.headers.push(pair);
+    },
+    responseHeaders(headers) {
+      if (route.responseHeaders !== null) {
+        applyHeaderRules(headers, route.responseHeaders);
+      }
+      headers.push(["x-request-id", traced.requestId]);
+    },
+    ended(endpoint, stats) {
+      cluster.leave();
+      attemptTrace?.end(101, null);
+      logPhase(context, traced, {
+        startedAt: base.startedAt,
+        service: base.service,
+        client: base.client,
+        method: base.method,
+        target: base.target,
+        status: 101,
+        bytesIn: stats.bytesIn,
+        bytesOut: stats.bytesOut,
+        durationMs: performance.now() - base.started,
+        endpoint,
+        upstreamMs: null,
+        attempts: 1,
+        requestId: traced.requestId,
+        traceId: traced.traceId,
+        error: null,
+      });
+    },
+  });
+  if (result instanceof Response) return result;
+  cluster.leave();
+  (attemptTrace as ReturnType<RequestTrace["attempt"]> | null)?.end(
+    null,
+    result.failure.kind,
+  );
+  return answer(
+    context,
+    result.failure,
+    base,
+    result.endpoint === null ? 0 : 1,
+  );
+}
+
 /**
  * One try of a request on one endpoint. It tracks the exchange for the
  * client connection (so a drain can cut it), counts what the exchange
@@ -482,15 +605,9 @@ class Attempt implements ExchangeTracker {
   }
 }
 
-/**
- * Why an upgrade is refused. Upgraded connections cannot outlive the
- * per-connection HTTP server of Deno 2.9 (it closes them as soon as the 101
- * is sent), so WebSocket goes through TCP routes for now.
- */
-function upgradeRefusal(protocol: string): string {
-  return protocol.trim().toLowerCase() === "websocket"
-    ? "legate cannot forward WebSocket on HTTP routes yet (Deno 2.9 closes upgraded connections of its per-connection HTTP server); use a TCP route for WebSocket"
-    : `legate does not upgrade HTTP to "${protocol}"; use a TCP route for other protocols`;
+/** Whether an `Upgrade` value asks for WebSocket. */
+function isWebSocket(protocol: string): boolean {
+  return protocol.trim().toLowerCase() === "websocket";
 }
 
 /** Which retry condition a failure meets, if any. */
@@ -552,19 +669,22 @@ function requestHash(
   }
 }
 
+/** What the pipeline knows of a request from its arrival, for answering and logging it. */
+interface RequestBase {
+  readonly traced: RequestTrace;
+  readonly startedAt: number;
+  readonly started: number;
+  readonly service: string | null;
+  readonly client: string;
+  readonly method: string;
+  readonly target: string;
+}
+
 /** Answers a request legate could not (or would not) forward, and logs it. */
 function answer(
   context: HttpProxyContext,
   error: ProxyError,
-  request: {
-    readonly traced: RequestTrace;
-    readonly startedAt: number;
-    readonly started: number;
-    readonly service: string | null;
-    readonly client: string;
-    readonly method: string;
-    readonly target: string;
-  },
+  request: RequestBase,
   attempts: number,
   status?: number,
 ): Response {
@@ -827,7 +947,9 @@ function errorResponse(
       status,
       headers: {
         "content-type": "text/plain; charset=utf-8",
-        "proxy-status": `legate; error=${error.kind}`,
+        "proxy-status": error.receivedStatus === null
+          ? `legate; error=${error.kind}`
+          : `legate; error=${error.kind}; received-status=${error.receivedStatus}`,
         "x-request-id": requestId,
       },
     }),

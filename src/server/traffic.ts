@@ -9,6 +9,7 @@
 import type { Histogram, Metric, MetricsRegistry, Sample } from "../metrics.ts";
 import type { RelayBytes } from "../transport/tcp.ts";
 import type { AttemptMetrics, RequestOutcome } from "./http_proxy.ts";
+import type { WebSocketMetrics } from "./websocket_proxy.ts";
 
 /**
  * What legate forwarded, since start. Survives reloads: it is keyed by
@@ -57,7 +58,7 @@ import type { AttemptMetrics, RequestOutcome } from "./http_proxy.ts";
  * assert.equal(value("legate_tcp_bytes_total", "downstream"), 2_000);
  * ```
  */
-export class Traffic implements AttemptMetrics {
+export class Traffic implements AttemptMetrics, WebSocketMetrics {
   readonly #requests: Metric;
   readonly #errors: Metric;
   readonly #connections: Metric;
@@ -70,6 +71,9 @@ export class Traffic implements AttemptMetrics {
   readonly #connectSeconds: Histogram;
   readonly #headSeconds: Histogram;
   readonly #tcpSeconds: Histogram;
+  readonly #webSockets: Metric;
+  readonly #webSocketsOpen: Metric;
+  readonly #webSocketMessages: Metric;
 
   /** Registers the traffic metrics in `metrics`. */
   constructor(metrics: MetricsRegistry) {
@@ -114,6 +118,21 @@ export class Traffic implements AttemptMetrics {
       "legate_upstream_response_header_duration_seconds",
       "From sending a request upstream to its response head, by service.",
       ["service"],
+    );
+    this.#webSockets = metrics.counter(
+      "legate_websocket_connections_total",
+      "WebSocket connections bridged to an upstream, by service.",
+      ["service"],
+    );
+    this.#webSocketsOpen = metrics.gauge(
+      "legate_websocket_connections_open",
+      "WebSocket connections being bridged now, by service.",
+      ["service"],
+    );
+    this.#webSocketMessages = metrics.counter(
+      "legate_websocket_messages_total",
+      "WebSocket messages passed, by service and direction (upstream: from clients).",
+      ["service", "direction"],
     );
     this.#tcpSeconds = metrics.histogram(
       "legate_tcp_connection_duration_seconds",
@@ -171,6 +190,25 @@ export class Traffic implements AttemptMetrics {
     this.#live.delete(bytes);
     this.#addBytes(this.#closedBytes, service, bytes);
     this.#tcpSeconds.labels(service).observe(seconds);
+  }
+
+  /** Counts a WebSocket that was bridged. */
+  webSocketOpened(service: string): void {
+    this.#webSockets.labels(service).add();
+    this.#webSocketsOpen.labels(service).add(1);
+  }
+
+  /** Counts a bridged WebSocket that ended. */
+  webSocketClosed(service: string): void {
+    this.#webSocketsOpen.labels(service).add(-1);
+  }
+
+  /** Counts a WebSocket message passed in `direction`. */
+  webSocketMessage(
+    service: string,
+    direction: "upstream" | "downstream",
+  ): void {
+    this.#webSocketMessages.labels(service, direction).add();
   }
 
   #bytesSamples(): Sample[] {

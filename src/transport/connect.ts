@@ -167,7 +167,7 @@ export function closeQuietly(conn: Deno.Conn): void {
 
 /** Writes all of `data`; `Deno.Conn.write` may write only part of it. */
 export async function writeAll(
-  conn: Deno.Conn,
+  conn: { write(data: Uint8Array): Promise<number> },
   data: Uint8Array,
 ): Promise<void> {
   let offset = 0;

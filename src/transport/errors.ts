@@ -18,6 +18,7 @@ export type ProxyErrorKind =
   | "http_response_timeout"
   | "http_protocol_error"
   | "http_request_error"
+  | "http_upgrade_failed"
   | "idle_timeout"
   | "client_gone"
   | "connection_limit_reached"
@@ -38,6 +39,7 @@ const SOURCES: Record<ProxyErrorKind, ErrorSource> = {
   http_response_timeout: "upstream",
   http_protocol_error: "upstream",
   http_request_error: "downstream",
+  http_upgrade_failed: "upstream",
   idle_timeout: "upstream",
   client_gone: "downstream",
   connection_limit_reached: "internal",
@@ -74,14 +76,25 @@ export class ProxyError extends Error {
   readonly source: ErrorSource;
   /** Whether the request may be sent to another endpoint. */
   readonly retryable: boolean;
+  /**
+   * The status the upstream answered with, where that is the failure (a
+   * refused WebSocket handshake): `Proxy-Status` names it as
+   * `received-status`.
+   */
+  readonly receivedStatus: number | null;
 
   /** Makes an error of `kind`; `message` says what happened, for logs. */
-  constructor(kind: ProxyErrorKind, message: string, options?: ErrorOptions) {
+  constructor(
+    kind: ProxyErrorKind,
+    message: string,
+    options?: ErrorOptions & { receivedStatus?: number },
+  ) {
     super(message, options);
     this.name = "ProxyError";
     this.kind = kind;
     this.source = SOURCES[kind];
     this.retryable = RETRYABLE.has(kind);
+    this.receivedStatus = options?.receivedStatus ?? null;
   }
 }
 
