@@ -250,6 +250,21 @@ export async function connectTo(address: string): Promise<Deno.TcpConn> {
   return await Deno.connect({ hostname: hostname!, port: Number(port) });
 }
 
+/** Waits until a process the test started accepts connections on `port`. */
+export async function untilAccepting(
+  port: number,
+  what: string,
+): Promise<void> {
+  await waitFor(async () => {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return true;
+    } catch {
+      return false;
+    }
+  }, what);
+}
+
 /** A raw HTTP/1.1 exchange over one TCP connection, for what fetch would hide. */
 export async function rawHttp(
   address: string,

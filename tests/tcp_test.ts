@@ -5,6 +5,7 @@ import {
   freePort,
   startLegate,
   startTcpServer,
+  untilAccepting,
   waitFor,
 } from "./_helpers.ts";
 import { assertNoDelayOnBothSides } from "./_socket_options.ts";
@@ -46,14 +47,7 @@ async function startRedis(): Promise<
     stdout: "null",
     stderr: "null",
   }).spawn();
-  await waitFor(async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  }, "redis-server to accept connections");
+  await untilAccepting(port, "redis-server to accept connections");
   return {
     port,
     stop: async () => {

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { makeCa } from "./_certificates.ts";
-import { freePort, startLegate, startServer, waitFor } from "./_helpers.ts";
+import {
+  freePort,
+  startLegate,
+  startServer,
+  untilAccepting,
+  waitFor,
+} from "./_helpers.ts";
 
 /**
  * `openssl s_server -www` on a free loopback port, requiring a client
@@ -32,14 +38,7 @@ async function startMtlsServer(
     stdout: "null",
     stderr: "null",
   }).spawn();
-  await waitFor(async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  }, "openssl s_server to listen");
+  await untilAccepting(port, "openssl s_server to listen");
   return {
     port,
     async [Symbol.asyncDispose]() {

@@ -10,7 +10,7 @@
  * @module
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { errorCode } from "./load.ts";
+import { readFailure } from "./load.ts";
 import type { ReferenceSource } from "./interpolate.ts";
 
 /** PEM text, or why the file cannot be used. */
@@ -103,12 +103,6 @@ function readPem(path: string, files: ReferenceSource): PemRead {
   try {
     return { text: files.readFile(path) };
   } catch (cause) {
-    const code = errorCode(cause);
-    const reason = cause instanceof Deno.errors.NotFound || code === "ENOENT"
-      ? "no such file"
-      : cause instanceof Deno.errors.PermissionDenied || code === "EACCES"
-      ? "permission denied"
-      : String((cause as Error).message ?? cause);
-    return { error: `cannot read "${path}": ${reason}` };
+    return { error: `cannot read "${path}": ${readFailure(cause)}` };
   }
 }

@@ -4,7 +4,7 @@
  * empty string; `$${` writes a literal `${`.
  * @module
  */
-import { errorCode, MAX_ROUTE_FILE_BYTES, readRegularFile } from "./load.ts";
+import { MAX_ROUTE_FILE_BYTES, readFailure, readRegularFile } from "./load.ts";
 
 /** Where references are looked up; injectable so tests need no real environment. */
 export interface ReferenceSource {
@@ -201,13 +201,7 @@ function resolveReference(
     try {
       return { value: source.readFile(path).replace(/\r?\n$/, "") };
     } catch (cause) {
-      const code = errorCode(cause);
-      const reason = cause instanceof Deno.errors.NotFound || code === "ENOENT"
-        ? "no such file"
-        : cause instanceof Deno.errors.PermissionDenied || code === "EACCES"
-        ? "permission denied"
-        : String((cause as Error).message ?? cause);
-      return { error: `cannot read "\${file:${path}}": ${reason}` };
+      return { error: `cannot read "\${file:${path}}": ${readFailure(cause)}` };
     }
   }
   const match = VARIABLE.exec(inner);

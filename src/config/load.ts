@@ -222,6 +222,27 @@ export function errorCode(error: unknown): string | undefined {
   return typeof code === "string" ? code : undefined;
 }
 
+/**
+ * Why a file could not be read, in the words config errors use: "no such
+ * file", "permission denied", or the error's own message.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { readFailure } from "./load.ts";
+ * assert.equal(readFailure(new Deno.errors.NotFound("x")), "no such file");
+ * assert.equal(readFailure(new Error("disk on fire")), "disk on fire");
+ * ```
+ */
+export function readFailure(cause: unknown): string {
+  const code = errorCode(cause);
+  return cause instanceof Deno.errors.NotFound || code === "ENOENT"
+    ? "no such file"
+    : cause instanceof Deno.errors.PermissionDenied || code === "EACCES"
+    ? "permission denied"
+    : String((cause as Error).message ?? cause);
+}
+
 function describeDirectoryError(dir: string, cause: unknown): string {
   if (cause instanceof Deno.errors.NotFound) {
     return `Routes directory "${dir}" does not exist: create it with one YAML file per service, or point --routes (LEGATE_ROUTES) at it`;

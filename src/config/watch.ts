@@ -78,13 +78,9 @@ export async function watchRoutes(
   // Null until the directory could be looked at: the routes were just loaded.
   let reported = await signature(dir);
   let seen = reported;
-  let closed = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let polling: Promise<void> = Promise.resolve();
-
-  const poll = async () => {
+  return pollEvery(intervalMs, async (closed) => {
     const now = await signature(dir);
-    if (closed || now === null) return;
+    if (closed() || now === null) return;
     if (reported === null || seen === null) {
       reported = seen = now;
       return;
@@ -98,16 +94,30 @@ export async function watchRoutes(
       onChange();
     }
     seen = now;
-  };
+  });
+}
+
+/**
+ * Runs `poll` every `intervalMs`, never two at once, until the watch is
+ * closed; `closed()` tells a poll that finishes after `close()` to report
+ * nothing. A failed poll is skipped.
+ */
+function pollEvery(
+  intervalMs: number,
+  poll: (closed: () => boolean) => Promise<void>,
+): RoutesWatch {
+  let closed = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let polling: Promise<void> = Promise.resolve();
+  const isClosed = () => closed;
   const schedule = () => {
     timer = setTimeout(() => {
-      polling = poll().catch(() => {}).finally(() => {
+      polling = poll(isClosed).catch(() => {}).finally(() => {
         if (!closed) schedule();
       });
     }, intervalMs);
   };
   schedule();
-
   return {
     async close() {
       closed = true;
@@ -237,31 +247,13 @@ export async function watchFiles(
   };
   let reported = await look();
   let seen = reported;
-  let closed = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let polling: Promise<void> = Promise.resolve();
-  const poll = async () => {
+  return pollEvery(intervalMs, async (closed) => {
     const now = await look();
-    if (closed) return;
+    if (closed()) return;
     if (now !== reported && now === seen) {
       reported = now;
       onChange();
     }
     seen = now;
-  };
-  const schedule = () => {
-    timer = setTimeout(() => {
-      polling = poll().catch(() => {}).finally(() => {
-        if (!closed) schedule();
-      });
-    }, intervalMs);
-  };
-  schedule();
-  return {
-    async close() {
-      closed = true;
-      clearTimeout(timer);
-      await polling;
-    },
-  };
+  });
 }

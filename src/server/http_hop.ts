@@ -178,7 +178,10 @@ class InnerServer {
         alpnProtocols: ["h2", "http/1.1"],
       });
     this.port = (this.#listener.addr as Deno.NetAddr).port;
-    this.#server = denoServeOnListener()(
+    this.#server = denoHttpServer<ServeOnListener>(
+      "serveHttpOnListener",
+      "on a listener it did not open",
+    )(
       this.#listener,
       undefined,
       (request, info) => {
@@ -216,15 +219,24 @@ export function abandonHop(hop: Hop): void {
   hop.release();
 }
 
-function denoServeOnListener(): ServeOnListener {
+/**
+ * One of the HTTP servers Deno keeps in `Deno[Deno.internal]`: legate needs
+ * Deno 2.9's, and says so when the runtime has none by that name.
+ *
+ * @throws {Error} When this Deno has no such server.
+ */
+export function denoHttpServer<T>(
+  name: "serveHttpOnConnection" | "serveHttpOnListener",
+  what: string,
+): T {
   const internal = (Deno as unknown as Record<symbol, unknown>)[
     (Deno as unknown as { internal: symbol }).internal
-  ] as { serveHttpOnListener?: ServeOnListener } | undefined;
-  const serve = internal?.serveHttpOnListener;
+  ] as Record<string, unknown> | undefined;
+  const serve = internal?.[name];
   if (typeof serve !== "function") {
     throw new Error(
-      `This Deno (${Deno.version.deno}) cannot serve HTTP on a listener it did not open (Deno.internal serveHttpOnListener is missing); legate needs Deno 2.9`,
+      `This Deno (${Deno.version.deno}) cannot serve HTTP ${what} (Deno.internal ${name} is missing); legate needs Deno 2.9`,
     );
   }
-  return serve;
+  return serve as T;
 }

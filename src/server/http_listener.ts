@@ -24,7 +24,7 @@ import type { ListenAddress } from "../address.ts";
 import type { ExchangeTracker } from "../transport/http1/client.ts";
 import { closeQuietly } from "../transport/connect.ts";
 import { type Relay, relay } from "../transport/tcp.ts";
-import { abandonHop, HttpHop } from "./http_hop.ts";
+import { abandonHop, denoHttpServer, HttpHop } from "./http_hop.ts";
 import { type TlsMaterial, TlsTermination } from "./tls_termination.ts";
 import {
   acceptConnections,
@@ -126,7 +126,10 @@ export async function serveHttp(
   handler: HttpHandler,
   options: HttpListenerOptions = {},
 ): Promise<RunningListener> {
-  const serveOnConnection = denoServeOnConnection();
+  const serveOnConnection = denoHttpServer<ServeOnConnection>(
+    "serveHttpOnConnection",
+    "per connection",
+  );
   const headerTimeout = options.headerTimeout ?? 30_000;
   const maxIdle = options.maxIdleConnections ?? 1024;
   /** Upgrading listeners: the client connection of each hop, by the hop's port. */
@@ -398,17 +401,4 @@ class Client implements ClientConnection {
     if (this.#closing) this.#end();
     else this.#onIdle(this);
   }
-}
-
-function denoServeOnConnection(): ServeOnConnection {
-  const internal = (Deno as unknown as Record<symbol, unknown>)[
-    (Deno as unknown as { internal: symbol }).internal
-  ] as { serveHttpOnConnection?: ServeOnConnection } | undefined;
-  const serve = internal?.serveHttpOnConnection;
-  if (typeof serve !== "function") {
-    throw new Error(
-      `This Deno (${Deno.version.deno}) cannot serve HTTP per connection (Deno.internal serveHttpOnConnection is missing); legate needs Deno 2.9`,
-    );
-  }
-  return serve;
 }

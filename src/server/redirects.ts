@@ -6,22 +6,13 @@
  * `/`, are left alone.
  * @module
  */
+import type { Endpoint } from "../transport/connect.ts";
 import type { HeaderPair } from "../transport/headers.ts";
 
 /** What a rewrite needs to know about one exchange. */
 export interface RedirectScope {
   /** The upstream that answered: `tls`, and the authorities it is known by. */
-  readonly endpoint: {
-    readonly tls: boolean;
-    readonly authority: string;
-    readonly address:
-      | {
-        readonly transport: "tcp";
-        readonly hostname: string;
-        readonly port: number;
-      }
-      | { readonly transport: "unix"; readonly path: string };
-  };
+  readonly endpoint: Pick<Endpoint, "tls" | "authority" | "address">;
   /** The scheme the client used: `http` or `https`. */
   readonly clientScheme: string;
   /** The authority the client used. */
