@@ -60,16 +60,19 @@ async function send(up: Upstream, req: Request): Promise<void> {
   await writeAll(up.conn, encoder.encode(head));
   for await (const chunk of req.body) {
     if (chunk.length === 0) continue;
-    if (chunked) {
-      await writeAll(
-        up.conn,
-        encoder.encode(`${chunk.length.toString(16)}\r\n`),
-      );
-    }
-    await writeAll(up.conn, chunk);
-    if (chunked) await writeAll(up.conn, CRLF);
+    await writeAll(up.conn, chunked ? frame(chunk) : chunk);
   }
   if (chunked) await writeAll(up.conn, encoder.encode("0\r\n\r\n"));
+}
+
+/** `chunk` as one chunk of chunked encoding, in one array: one write per chunk. */
+function frame(chunk: Uint8Array): Uint8Array {
+  const size = encoder.encode(`${chunk.length.toString(16)}\r\n`);
+  const out = new Uint8Array(size.length + chunk.length + 2);
+  out.set(size);
+  out.set(chunk, size.length);
+  out.set(CRLF, size.length + chunk.length);
+  return out;
 }
 
 /** Forwards HTTP from `listen` to `port`. */
@@ -147,7 +150,7 @@ function serveHttp(listen: number, port: number): void {
         cancel() {
           closeQuietly(conn.conn);
         },
-      }),
+      }, { highWaterMark: 0 }),
       { status, headers },
     );
   };
@@ -167,7 +170,14 @@ async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
 function serveTcp(listen: number, port: number): void {
   const listener = Deno.listen({ hostname: HOST, port: listen });
   (async () => {
-    for await (const client of listener) {
+    while (true) {
+      let client: Deno.TcpConn;
+      try {
+        client = await listener.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource) return; // closed
+        continue; // a connection reset before it was accepted fails alone
+      }
       client.setNoDelay(true);
       Deno.connect({ hostname: HOST, port }).then(async (upstream) => {
         upstream.setNoDelay(true);
