@@ -1,13 +1,15 @@
 /**
- * `deno task bench`: benchmarks legate against nginx, HAProxy, socat and no
- * proxy on loopback, and writes BENCHMARKS.md and bench/ratios.svg.
+ * `deno task bench`: benchmarks legate against nginx, HAProxy, socat, the
+ * Deno floor (bench/floor.ts) and no proxy on loopback, and writes
+ * BENCHMARKS.md and bench/ratios.svg.
  *
- * It starts the Deno upstreams and every proxy as child processes, checks
- * that each forwards correctly, runs every scenario against the targets
- * interleaved (direct, nginx, HAProxy, socat, legate, legate with its access
- * log, then again), measuring
- * the proxy's CPU and memory through /proc, and stops every child at the end,
- * on failure and on SIGINT/SIGTERM too.
+ * It starts the upstreams (nginx, redis-server, bench/upstream.ts) and every
+ * proxy as child processes, checks that each forwards correctly, measures
+ * start-up and idle memory (5 rounds, apart from the load), runs every
+ * scenario against the targets interleaved (direct, nginx, HAProxy, socat,
+ * floor, legate, legate with its access log, then again), measuring the
+ * proxy's CPU and memory through /proc, and stops every child at the end, on
+ * failure and on SIGINT/SIGTERM too. `--scenarios` also takes `startup`.
  *
  * ```sh
  * deno task bench [--quick] [--workers N] [--reps N] [--seconds N] [--scenarios id,id] [--baseline REV]
@@ -25,7 +27,7 @@ import {
   ROOT,
   startCommands,
   startTargets,
-  startUpstream,
+  startUpstreams,
   type TargetName,
 } from "./peers.ts";
 import {
@@ -46,9 +48,15 @@ import {
 import {
   runScenario,
   SCENARIOS,
+  serves,
   type Settings,
   smokeCheck,
 } from "./scenarios.ts";
+import {
+  measureStartup,
+  startupCommands,
+  type StartupResult,
+} from "./startup.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -74,24 +82,30 @@ function intFlag(name: string, text: string, min: number, max: number) {
 const quick = values.quick;
 const workers = intFlag("workers", values.workers, 1, 16);
 const reps = intFlag("reps", values.reps ?? (quick ? "1" : "3"), 1, 20);
+const dir = await Deno.makeTempDir({ prefix: "legate-bench-" });
+const uploadBytes = (quick ? 32 : 200) * 1e6;
 const settings: Settings = {
   seconds: intFlag("seconds", values.seconds ?? (quick ? "1" : "6"), 1, 120),
   bulkBytes: (quick ? 256 : 2048) * 2 ** 20,
+  uploadFile: join(dir, "upload.bin"),
 };
 const warmup: Settings | undefined = quick
   ? undefined
-  : { seconds: 2, bulkBytes: 256 * 2 ** 20 };
+  : { ...settings, seconds: 2, bulkBytes: 256 * 2 ** 20 };
+const STARTUP = "startup";
+/** Start-up rounds. */
+const STARTUP_REPS = 5;
 const wanted = values.scenarios?.split(",");
-const unknown = wanted?.filter((id) => !SCENARIOS.some((s) => s.id === id));
+const known = [...SCENARIOS.map((s) => s.id), STARTUP];
+const unknown = wanted?.filter((id) => !known.includes(id));
 if (unknown && unknown.length > 0) {
   console.error(
-    `--scenarios: unknown ${unknown.join(", ")}; known: ${
-      SCENARIOS.map((s) => s.id).join(", ")
-    }`,
+    `--scenarios: unknown ${unknown.join(", ")}; known: ${known.join(", ")}`,
   );
   Deno.exit(2);
 }
 const scenarios = SCENARIOS.filter((s) => !wanted || wanted.includes(s.id));
+const withStartup = !wanted || wanted.includes(STARTUP);
 
 /**
  * Exports commit `rev` of this repository to `dir` (git archive), for the
@@ -120,10 +134,10 @@ const log = (text: string) =>
 
 await initClockTicks();
 const machine = await machineInfo();
-const dir = await Deno.makeTempDir({ prefix: "legate-bench-" });
 const procs: Proc[] = [];
 const records: RunRecord[] = [];
 const idleMb: Partial<Record<TargetName, number>> = {};
+let startup: StartupResult | undefined;
 
 let cleaning: Promise<void> | undefined;
 const cleanup = () =>
@@ -141,7 +155,21 @@ Deno.addSignalListener("SIGINT", onSignal);
 Deno.addSignalListener("SIGTERM", onSignal);
 
 try {
-  const upstream = await startUpstream(procs);
+  if (scenarios.some((s) => s.service === "upload")) {
+    // written once, in 1 MB pieces of one byte value
+    const file = await Deno.open(settings.uploadFile, {
+      write: true,
+      create: true,
+    });
+    const piece = new Uint8Array(1e6).fill(0x75);
+    for (let i = 0; i < uploadBytes / 1e6; i++) {
+      for (let off = 0; off < piece.length;) {
+        off += await file.write(piece.subarray(off));
+      }
+    }
+    file.close();
+  }
+  const upstream = await startUpstreams(dir, procs);
   const baselineDir = values.baseline === undefined
     ? undefined
     : await checkout(values.baseline, join(dir, "baseline-src"));
@@ -173,18 +201,34 @@ try {
     const dead = procs.find((p) => p.exited());
     if (dead) throw new Error(`${dead.name} exited:\n${dead.output()}`);
   };
+  if (withStartup) {
+    startup = await measureStartup(
+      upstream,
+      dir,
+      workers,
+      STARTUP_REPS,
+      targets.find((t) => t.name === "legate")!,
+      log,
+    );
+  }
   for (const scenario of scenarios) {
-    const mine = targets.filter((t) => scenario.tcp || t.name !== "socat");
+    const mine = targets.filter((t) => serves(scenario, t));
+    // each target's last rate, for loads sized by count (redis-benchmark -n)
+    const rates = new Map<TargetName, number>();
     if (warmup) {
-      for (const target of mine) await runScenario(scenario, target, warmup);
+      for (const target of mine) {
+        const result = await runScenario(scenario, target, warmup);
+        rates.set(target.name, result.throughput);
+      }
     }
     for (let rep = 1; rep <= reps; rep++) {
       for (const target of mine) {
         alive();
         const { result, usage } = await measure(
           target.pids,
-          () => runScenario(scenario, target, settings),
+          () => runScenario(scenario, target, settings, rates.get(target.name)),
         );
+        rates.set(target.name, result.throughput);
         records.push({
           scenario: scenario.id,
           target: target.name,
@@ -218,7 +262,10 @@ const input = {
   scenarios,
   records,
   idleMb,
+  startup,
+  uploadBytes,
   startCommands: startCommands(),
+  startupCommands: startupCommands(),
   argv: Deno.args,
   elapsedSeconds: (performance.now() - t0) / 1000,
 };

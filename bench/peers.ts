@@ -1,9 +1,11 @@
 /**
- * Starts what the benchmark measures: the Deno upstreams (bench/upstream.ts)
- * and the five targets — direct (no proxy), nginx, HAProxy, socat (TCP only)
- * and legate — from the templates in bench/peers/, with free loopback ports
- * and temporary paths filled in. legate runs from this checkout with exactly
- * the `deno run` flags of `deno task start`.
+ * Starts what the benchmark measures: the upstreams (nginx for HTTP
+ * downloads, redis-server, bench/upstream.ts for uploads and the TCP echo and
+ * sink) and the targets — direct (no proxy), nginx, HAProxy, socat (TCP
+ * only), the Deno floor (bench/floor.ts) and legate — from the templates in
+ * bench/peers/, with free loopback ports and temporary paths filled in.
+ * legate and the floor run with exactly the `deno run` flags of
+ * `deno task start`.
  * @module
  */
 import { startFlags } from "../scripts/compile.ts";
@@ -16,7 +18,8 @@ export const BENCH_DIR: string = new URL(".", import.meta.url).pathname;
 export const ROOT: string = new URL("../", import.meta.url).pathname;
 
 /**
- * Who forwards the load: nobody (`direct`), a peer proxy, legate, legate
+ * Who forwards the load: nobody (`direct`), a peer proxy, the Deno floor
+ * (bench/floor.ts), legate, legate
  * writing its access log (`legate_log`), or legate as another commit has it
  * (`baseline`, with `--baseline REV`).
  */
@@ -25,6 +28,7 @@ export type TargetName =
   | "nginx"
   | "haproxy"
   | "socat"
+  | "floor"
   | "legate"
   | "legate_log"
   | "baseline";
@@ -35,20 +39,30 @@ export const TARGET_NAMES: readonly TargetName[] = [
   "nginx",
   "haproxy",
   "socat",
+  "floor",
   "legate",
   "legate_log",
   "baseline",
 ];
 
-/** Ports of the three services: HTTP origin, TCP echo and TCP sink. */
+/** Ports of the services every target forwards. */
 export interface Ports {
-  /** Absent for socat, which forwards TCP only. */
+  /** HTTP downloads from nginx; absent for socat, which forwards TCP only. */
   readonly http?: number;
+  /** HTTP uploads to bench/upstream.ts; absent for socat. */
+  readonly upload?: number;
   /** TCP echo service. */
   readonly echo: number;
   /** TCP sink service. */
   readonly sink: number;
+  /** TCP carrying HTTP to the nginx upstream. */
+  readonly tcpHttp: number;
+  /** TCP to redis-server. */
+  readonly redis: number;
 }
+
+/** Which service of a target a scenario loads. */
+export type Service = keyof Ports;
 
 /** One target: where the load goes, and which processes to measure. */
 export interface Target {
@@ -58,6 +72,8 @@ export interface Target {
   readonly ports: Ports;
   /** Root processes of the proxy (their descendants are measured too); none for direct. */
   readonly pids: number[];
+  /** legate's admin port (for `legate healthcheck`). */
+  readonly admin?: number;
 }
 
 /** Replaces every `{{NAME}}` in `text`; a name without a value is an error. */
@@ -92,38 +108,130 @@ async function ready(
 const allAccept = (ports: number[]) => async () =>
   (await Promise.all(ports.map(accepts))).every(Boolean);
 
-/** Starts the upstreams; `procs` receives the process so the caller can stop it. */
-export async function startUpstream(procs: Proc[]): Promise<Required<Ports>> {
-  const proc = spawn("upstream", Deno.execPath(), [
+/** The size of `/big`. */
+export const BIG_BYTES = 10 * 1024 * 1024;
+
+/**
+ * Starts the upstreams below `dir`: nginx (HTTP), redis-server and
+ * bench/upstream.ts (uploads, TCP echo and sink); `procs` receives the
+ * processes so the caller can stop them.
+ */
+export async function startUpstreams(
+  dir: string,
+  procs: Proc[],
+): Promise<Required<Ports>> {
+  const deno = spawn("upstream", Deno.execPath(), [
     "run",
     "--allow-net",
     join(BENCH_DIR, "upstream.ts"),
   ], { stdin: true });
-  procs.push(proc);
-  let ports: Required<Ports> | undefined;
-  await ready(proc, () => {
-    const line = proc.output().split("\n").find((l) => l.startsWith("{"));
-    if (line) ports = JSON.parse(line);
-    return Promise.resolve(ports !== undefined);
+  procs.push(deno);
+  let own: { upload: number; echo: number; sink: number } | undefined;
+  await ready(deno, () => {
+    const line = deno.output().split("\n").find((l) => l.startsWith("{"));
+    if (line) own = JSON.parse(line);
+    return Promise.resolve(own !== undefined);
   });
-  return ports!;
+  const origin = join(dir, "origin");
+  await Deno.mkdir(join(origin, "www"), { recursive: true });
+  await Deno.writeFile(
+    join(origin, "www", "big"),
+    new Uint8Array(BIG_BYTES).fill(0x62),
+  );
+  // nginx's worker may run as another user than the harness: let it read /big
+  await Deno.chmod(dir, 0o755);
+  await Deno.chmod(origin, 0o755);
+  await Deno.chmod(join(origin, "www"), 0o755);
+  await Deno.chmod(join(origin, "www", "big"), 0o644);
+  const http = await retryPort(procs, (port) => {
+    const conf = join(origin, "origin.conf");
+    Deno.writeTextFileSync(
+      conf,
+      fill(template("origin.conf"), { DIR: origin, PORT: port }),
+    );
+    return spawn("upstream nginx", "nginx", [
+      "-p",
+      origin + "/",
+      "-e",
+      join(origin, "error.log"),
+      "-c",
+      conf,
+      "-g",
+      "daemon off;",
+    ]);
+  });
+  const redis = await retryPort(
+    procs,
+    (port) =>
+      spawn("redis-server", "redis-server", [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        dir,
+      ]),
+  );
+  return { ...own!, http, tcpHttp: http, redis };
 }
 
-/** How each proxy is started: its processes, and a check that it is ready. */
+/**
+ * Starts a process on a free port and waits until it accepts there; again on
+ * another port (three attempts) if that one was taken meanwhile.
+ */
+async function retryPort(
+  procs: Proc[],
+  start: (port: number) => Proc,
+): Promise<number> {
+  for (let attempt = 1;; attempt++) {
+    const port = freePort();
+    const proc = start(port);
+    procs.push(proc);
+    try {
+      await ready(proc, allAccept([port]));
+      return port;
+    } catch (e) {
+      await stop(proc);
+      procs.splice(procs.indexOf(proc), 1);
+      if (attempt >= 3 || !/address already in use/i.test(String(e))) throw e;
+    }
+  }
+}
+
+/** Starts one process of a target (and records it). */
+export type Start = (
+  name: string,
+  cmd: string,
+  args: string[],
+  cwd?: string,
+) => Proc;
+
+/**
+ * How each proxy is started: its config files are written, its processes
+ * spawned through `start`, and, if `wait`, its readiness awaited.
+ */
 type Starter = (
   p: Required<Ports>,
   dir: string,
   vars: Record<string, string | number>,
-  start: (name: string, cmd: string, args: string[], cwd?: string) => Proc,
+  start: Start,
+  wait: boolean,
 ) => Promise<Proc[]>;
 
+/** Every port of `p` that the target listens on. */
+const listening = (p: Required<Ports>, tcpOnly = false) =>
+  tcpOnly
+    ? [p.echo, p.sink, p.tcpHttp, p.redis]
+    : [p.http, p.upload, p.echo, p.sink, p.tcpHttp, p.redis];
+
 const STARTERS: Record<Exclude<TargetName, "direct">, Starter> = {
-  async nginx(p, dir, vars, start) {
+  async nginx(p, dir, vars, start, wait) {
     const conf = join(dir, "nginx.conf");
-    await Deno.writeTextFile(
-      conf,
-      fill(template("nginx.conf"), vars),
-    );
+    await Deno.writeTextFile(conf, fill(template("nginx.conf"), vars));
     const nginx = start("nginx", "nginx", [
       "-p",
       dir + "/",
@@ -134,34 +242,55 @@ const STARTERS: Record<Exclude<TargetName, "direct">, Starter> = {
       "-g",
       "daemon off;",
     ]);
-    await ready(nginx, allAccept([p.http, p.echo, p.sink]));
+    if (wait) await ready(nginx, allAccept(listening(p)));
     return [nginx];
   },
-  async haproxy(p, dir, vars, start) {
+  async haproxy(p, dir, vars, start, wait) {
     const conf = join(dir, "haproxy.cfg");
-    await Deno.writeTextFile(
-      conf,
-      fill(template("haproxy.cfg"), vars),
-    );
+    await Deno.writeTextFile(conf, fill(template("haproxy.cfg"), vars));
     const haproxy = start("haproxy", "haproxy", ["-db", "-f", conf]);
-    await ready(haproxy, allAccept([p.http, p.echo, p.sink]));
+    if (wait) await ready(haproxy, allAccept(listening(p)));
     return [haproxy];
   },
-  async socat(p, _dir, vars, start) {
+  async socat(p, _dir, vars, start, wait) {
     const socat = socatLines().map((line, i) =>
       start(`socat ${i + 1}`, "socat", fill(line, vars).split(/\s+/))
     );
-    for (const proc of socat) await ready(proc, allAccept([p.echo, p.sink]));
+    if (wait) {
+      for (const proc of socat) {
+        await ready(proc, allAccept(listening(p, true)));
+      }
+    }
     return socat;
   },
-  legate: (_p, dir, vars, start) =>
-    startLegate("legate", ROOT, dir, vars, start),
+  async floor(p, _dir, vars, start, wait) {
+    const floor = start("floor", Deno.execPath(), [
+      "run",
+      ...startFlags(ROOT),
+      join(BENCH_DIR, "floor.ts"),
+      ...fill(FLOOR_ARGS, vars).split(" "),
+    ], ROOT);
+    if (wait) await ready(floor, allAccept(listening(p)));
+    return [floor];
+  },
+  legate: (_p, dir, vars, start, wait) =>
+    startLegate("legate", ROOT, dir, vars, start, wait),
   // stdout is a pipe the harness reads, as a container runtime's log is.
-  legate_log: (_p, dir, vars, start) =>
-    startLegate("legate_log", ROOT, dir, vars, start, ACCESS_LOG),
-  baseline: (_p, dir, vars, start) =>
-    startLegate("baseline", String(vars.BASELINE), dir, vars, start),
+  legate_log: (_p, dir, vars, start, wait) =>
+    startLegate("legate_log", ROOT, dir, vars, start, wait, ACCESS_LOG),
+  baseline: (_p, dir, vars, start, wait) =>
+    startLegate("baseline", String(vars.BASELINE), dir, vars, start, wait),
 };
+
+/** The services of the floor target, as bench/floor.ts takes them. */
+const FLOOR_ARGS = [
+  "http:{{HTTP}}:{{UP_HTTP}}",
+  "http:{{UPLOAD}}:{{UP_UPLOAD}}",
+  "tcp:{{ECHO}}:{{UP_ECHO}}",
+  "tcp:{{SINK}}:{{UP_SINK}}",
+  "tcp:{{TCP_HTTP}}:{{UP_HTTP}}",
+  "tcp:{{REDIS}}:{{UP_REDIS}}",
+].join(" ");
 
 /** The flags of the `legate_log` target. */
 const ACCESS_LOG = ["--access-log", "json"];
@@ -172,14 +301,14 @@ async function startLegate(
   root: string,
   dir: string,
   vars: Record<string, string | number>,
-  start: (name: string, cmd: string, args: string[], cwd?: string) => Proc,
+  start: Start,
+  wait: boolean,
   flags: string[] = [],
 ): Promise<Proc[]> {
   const docs = fill(template("legate.yaml"), vars).split(/^---$/m);
   for (const [i, doc] of docs.entries()) {
     await Deno.writeTextFile(join(dir, `bench-${i + 1}.yaml`), doc);
   }
-  const admin = freePort();
   const legate = start(name, Deno.execPath(), [
     "run",
     ...startFlags(root),
@@ -188,12 +317,13 @@ async function startLegate(
     "--routes",
     dir,
     "--admin",
-    `127.0.0.1:${admin}`,
+    `127.0.0.1:${vars.ADMIN}`,
     ...flags,
   ], root);
+  if (!wait) return [legate];
   await ready(legate, async () => {
     try {
-      const res = await fetch(`http://127.0.0.1:${admin}/readyz`);
+      const res = await fetch(`http://127.0.0.1:${vars.ADMIN}/readyz`);
       await res.body?.cancel();
       return res.status === 200;
     } catch {
@@ -208,16 +338,94 @@ function socatLines(): string[] {
     .filter((line) => line !== "" && !line.startsWith("#"));
 }
 
+/** A target started in its own directory below `dir`, on new free ports. */
+export interface Started {
+  /** The target. */
+  readonly target: Target;
+  /** Its processes. */
+  readonly procs: Proc[];
+}
+
 /**
- * Starts nginx, HAProxy, socat, legate and legate with its access log in
- * front of `up`, one after the
- * other (config files and routes go below `dir`), waits until each is ready,
- * and returns all six targets, seven with legate from the `baseline`
- * checkout. nginx and HAProxy get `workers` worker
- * processes or threads; socat forks per connection and legate is one process
- * either way. Ports come from binding port 0; as another process may take
- * such a port before the proxy binds it, a proxy that finds its address in
- * use is started again on new ports (three attempts).
+ * Starts target `name` in front of `up`, with its files below `dir` and
+ * `workers` nginx workers or HAProxy threads. `start` spawns each process.
+ * With `wait`, it returns once the target is ready, and a proxy that finds
+ * its address in use (another process took the free port meanwhile) is
+ * started again on new ports (three attempts); without, right after
+ * spawning.
+ */
+export async function startTarget(
+  name: Exclude<TargetName, "direct">,
+  up: Required<Ports>,
+  dir: string,
+  workers: number,
+  start: Start,
+  wait: boolean,
+  baseline?: string,
+): Promise<Started> {
+  for (let attempt = 1;; attempt++) {
+    const ports = {
+      http: freePort(),
+      upload: freePort(),
+      echo: freePort(),
+      sink: freePort(),
+      tcpHttp: freePort(),
+      redis: freePort(),
+    };
+    const admin = freePort();
+    const sub = await Deno.makeTempDir({ dir, prefix: `${name}-` });
+    const mine: Proc[] = [];
+    const record: Start = (...args) => {
+      const proc = start(...args);
+      mine.push(proc);
+      return proc;
+    };
+    try {
+      const vars = {
+        HTTP: ports.http,
+        UPLOAD: ports.upload,
+        ECHO: ports.echo,
+        SINK: ports.sink,
+        TCP_HTTP: ports.tcpHttp,
+        REDIS: ports.redis,
+        UP_HTTP: up.http,
+        UP_UPLOAD: up.upload,
+        UP_ECHO: up.echo,
+        UP_SINK: up.sink,
+        UP_REDIS: up.redis,
+        ADMIN: admin,
+        WORKERS: workers,
+        DIR: sub,
+        ...(baseline ? { BASELINE: baseline } : {}),
+      };
+      const started = await STARTERS[name](ports, sub, vars, record, wait);
+      const { http, upload, ...tcp } = ports;
+      return {
+        target: {
+          name,
+          ports: name === "socat" ? tcp : { http, upload, ...tcp },
+          pids: started.map((p) => p.pid),
+          ...(name.startsWith("legate") || name === "baseline"
+            ? { admin }
+            : {}),
+        },
+        procs: mine,
+      };
+    } catch (e) {
+      for (const proc of mine) await stop(proc);
+      if (!wait || attempt >= 3 || !/address already in use/i.test(String(e))) {
+        throw e;
+      }
+    }
+  }
+}
+
+/**
+ * Starts every target in front of `up`, one after the other (config files
+ * and routes go below `dir`), waits until each is ready, and returns them
+ * all with `direct` first, legate from the `baseline` checkout too if given.
+ * nginx and HAProxy get `workers` worker processes or threads; socat forks
+ * per connection, the floor and legate are one process either way.
  */
 export async function startTargets(
   up: Required<Ports>,
@@ -227,45 +435,26 @@ export async function startTargets(
   baseline: string | undefined,
 ): Promise<Target[]> {
   const targets: Target[] = [{ name: "direct", ports: up, pids: [] }];
+  const start: Start = (name, cmd, args, cwd) => {
+    const proc = spawn(name, cmd, args, cwd ? { cwd } : {});
+    procs.push(proc);
+    return proc;
+  };
   for (const name of TARGET_NAMES) {
     if (name === "direct" || (name === "baseline" && !baseline)) continue;
-    for (let attempt = 1;; attempt++) {
-      const ports = { http: freePort(), echo: freePort(), sink: freePort() };
-      const sub = join(dir, `${name}-${attempt}`);
-      await Deno.mkdir(sub);
-      const mine: Proc[] = [];
-      const start = (n: string, cmd: string, args: string[], cwd?: string) => {
-        const proc = spawn(n, cmd, args, cwd ? { cwd } : {});
-        procs.push(proc);
-        mine.push(proc);
-        return proc;
-      };
-      try {
-        const vars = {
-          HTTP: ports.http,
-          ECHO: ports.echo,
-          SINK: ports.sink,
-          UP_HTTP: up.http,
-          UP_ECHO: up.echo,
-          UP_SINK: up.sink,
-          WORKERS: workers,
-          DIR: sub,
-          ...(baseline ? { BASELINE: baseline } : {}),
-        };
-        const started = await STARTERS[name](ports, sub, vars, start);
-        const { http, ...tcp } = ports;
-        targets.push({
-          name,
-          ports: name === "socat" ? tcp : { http, ...tcp },
-          pids: started.map((p) => p.pid),
-        });
-        break;
-      } catch (e) {
-        for (const proc of mine) await stop(proc);
-        if (attempt >= 3 || !/address already in use/i.test(String(e))) {
-          throw e;
-        }
-      }
+    const { target, procs: mine } = await startTarget(
+      name,
+      up,
+      dir,
+      workers,
+      start,
+      true,
+      baseline,
+    );
+    targets.push(target);
+    // a failed attempt's processes are gone: keep only the live ones
+    for (let i = procs.length - 1; i >= 0; i--) {
+      if (procs[i]!.exited() && !mine.includes(procs[i]!)) procs.splice(i, 1);
     }
   }
   return targets;
@@ -274,22 +463,31 @@ export async function startTargets(
 /** The command lines the targets were started with, for BENCHMARKS.md. */
 export function startCommands(): string[] {
   const symbolic = Object.fromEntries(
-    ["HTTP", "ECHO", "SINK", "UP_HTTP", "UP_ECHO", "UP_SINK"].map((k) => [
-      k,
-      `$${k}_PORT`,
-    ]),
+    [
+      "HTTP",
+      "UPLOAD",
+      "ECHO",
+      "SINK",
+      "TCP_HTTP",
+      "REDIS",
+      "UP_HTTP",
+      "UP_UPLOAD",
+      "UP_ECHO",
+      "UP_SINK",
+      "UP_REDIS",
+    ].map((k) => [k, `$${k}_PORT`]),
   );
+  const flags = startFlags().join(" ");
   return [
+    "nginx -p $DIR/origin/ -e $DIR/origin/error.log -c $DIR/origin/origin.conf -g 'daemon off;'",
+    "redis-server --port $UP_REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no --dir $DIR",
     "deno run --allow-net bench/upstream.ts",
     "nginx -p $DIR/ -e $DIR/error.log -c $DIR/nginx.conf -g 'daemon off;'",
     "haproxy -db -f $DIR/haproxy.cfg",
     ...socatLines().map((line) => `socat ${fill(line, symbolic)}`),
-    `deno run ${
-      startFlags().join(" ")
-    } main.ts serve --routes $DIR --admin 127.0.0.1:$ADMIN_PORT`,
-    `deno run ${
-      startFlags().join(" ")
-    } main.ts serve --routes $DIR --admin 127.0.0.1:$ADMIN_PORT ${
+    `deno run ${flags} bench/floor.ts ${fill(FLOOR_ARGS, symbolic)}`,
+    `deno run ${flags} main.ts serve --routes $DIR --admin 127.0.0.1:$ADMIN_PORT`,
+    `deno run ${flags} main.ts serve --routes $DIR --admin 127.0.0.1:$ADMIN_PORT ${
       ACCESS_LOG.join(" ")
     } | cat > /dev/null`,
   ];

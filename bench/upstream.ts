@@ -1,8 +1,13 @@
 /**
- * The benchmark's upstreams, in one Deno process started by bench/main.ts:
+ * The benchmark's upstreams that nginx cannot be, in one Deno process started
+ * by bench/main.ts (nginx serves the HTTP downloads, redis-server the Redis
+ * load):
  *
- * - an HTTP origin (`Deno.serve`): `GET /big` answers a fixed 10 MiB body,
- *   any other path a fixed 100-byte body;
+ * - an upload server: HTTP/1.1 on raw sockets (bench/http1.ts), keep-alive;
+ *   every request's body, Content-Length or chunked, is read to its end and
+ *   counted, and only then answered `200` with the byte count as its body
+ *   (nginx's `return` answers before it reads the body); `Expect:
+ *   100-continue` gets its `100 Continue` first;
  * - a TCP echo server: every byte read is written back;
  * - a TCP sink: reads an 8-byte big-endian length, then that many bytes, then
  *   answers one byte `k`.
@@ -13,11 +18,41 @@
  * `--max-seconds` (default 3600).
  * @module
  */
+import { body, framing, Reader } from "./http1.ts";
 import { closeQuietly, readFull, writeAll } from "./socket_io.ts";
 
 const HOST = "127.0.0.1";
-const SMALL = new Uint8Array(100).fill(0x61);
-const BIG = new Uint8Array(10 * 1024 * 1024).fill(0x62);
+const encoder = new TextEncoder();
+const CONTINUE = encoder.encode("HTTP/1.1 100 Continue\r\n\r\n");
+
+async function upload(conn: Deno.Conn): Promise<void> {
+  const reader = new Reader(conn);
+  try {
+    for (let head = await reader.head(); head; head = await reader.head()) {
+      // as any origin: curl waits up to a second for this before a big body
+      if (
+        head.fields.some(([k, v]) => k === "expect" && /100-continue/i.test(v))
+      ) {
+        await writeAll(conn, CONTINUE);
+      }
+      let bytes = 0;
+      for await (const chunk of body(reader, framing(head.fields, true))) {
+        bytes += chunk.length;
+      }
+      const text = `${bytes}\n`;
+      await writeAll(
+        conn,
+        encoder.encode(
+          `HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${text.length}\r\n\r\n${text}`,
+        ),
+      );
+    }
+  } catch {
+    // client reset or malformed request: drop the connection
+  } finally {
+    closeQuietly(conn);
+  }
+}
 
 async function echo(conn: Deno.Conn): Promise<void> {
   const buf = new Uint8Array(64 * 1024);
@@ -77,17 +112,8 @@ const maxArg = Deno.args.indexOf("--max-seconds");
 const maxSeconds = maxArg >= 0 ? Number(Deno.args[maxArg + 1]) : 3600;
 setTimeout(() => Deno.exit(0), maxSeconds * 1000);
 
-const http = Deno.serve(
-  { hostname: HOST, port: 0, onListen() {} },
-  (req) =>
-    req.url.endsWith("/big")
-      ? new Response(BIG, {
-        headers: { "content-type": "application/octet-stream" },
-      })
-      : new Response(SMALL, { headers: { "content-type": "text/plain" } }),
-);
 const ports = {
-  http: http.addr.port,
+  upload: serveTcp(upload),
   echo: serveTcp(echo),
   sink: serveTcp(sink),
 };
