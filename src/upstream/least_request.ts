@@ -7,7 +7,12 @@
  * counts, and still make the loaded endpoints rare picks.
  * @module
  */
-import type { Selectable, Selector } from "./selection.ts";
+import {
+  drawWeighted,
+  type Selectable,
+  type Selector,
+  usableWeighted,
+} from "./selection.ts";
 
 /**
  * Builds a power-of-two-choices least-request selector over `endpoints`;
@@ -59,34 +64,17 @@ export function createLeastRequest<T extends Selectable>(
   random: () => number = Math.random,
 ): Selector<T> {
   const members = [...endpoints];
-
-  // Draws by weight among candidates, skipping the one at index `skip`
-  // (whose weight `total` already leaves out).
-  function draw(candidates: readonly T[], total: number, skip: number): number {
-    let remaining = random() * total;
-    let last = -1;
-    for (let i = 0; i < candidates.length; i++) {
-      if (i === skip) continue;
-      remaining -= candidates[i]!.weight;
-      if (remaining < 0) return i;
-      last = i;
-    }
-    // Rounding can leave a sliver past the last weight: it is the last's.
-    return last;
-  }
-
   return {
     pick(usable) {
-      const candidates: T[] = [];
-      let total = 0;
-      for (const endpoint of members) {
-        if (!usable(endpoint)) continue;
-        candidates.push(endpoint);
-        total += endpoint.weight;
-      }
+      const { candidates, total } = usableWeighted(members, usable);
       if (candidates.length <= 1) return candidates[0];
-      const first = draw(candidates, total, -1);
-      const second = draw(candidates, total - candidates[first]!.weight, first);
+      const first = drawWeighted(candidates, total, random);
+      const second = drawWeighted(
+        candidates,
+        total - candidates[first]!.weight,
+        random,
+        first,
+      );
       const a = candidates[first]!;
       const b = candidates[second]!;
       return b.inFlight / b.weight < a.inFlight / a.weight ? b : a;

@@ -5,7 +5,12 @@
  * across many proxies.
  * @module
  */
-import type { Selectable, Selector } from "./selection.ts";
+import {
+  drawWeighted,
+  type Selectable,
+  type Selector,
+  usableWeighted,
+} from "./selection.ts";
 
 /**
  * Builds a weighted random selector over `endpoints`; `hash` is ignored.
@@ -43,21 +48,9 @@ export function createRandom<T extends Selectable>(
   const members = [...endpoints];
   return {
     pick(usable) {
-      const candidates: T[] = [];
-      let total = 0;
-      for (const endpoint of members) {
-        if (!usable(endpoint)) continue;
-        candidates.push(endpoint);
-        total += endpoint.weight;
-      }
+      const { candidates, total } = usableWeighted(members, usable);
       if (candidates.length <= 1) return candidates[0];
-      let remaining = random() * total;
-      for (const candidate of candidates) {
-        remaining -= candidate.weight;
-        if (remaining < 0) return candidate;
-      }
-      // Rounding can leave a sliver past the last weight: it is the last's.
-      return candidates.at(-1);
+      return candidates[drawWeighted(candidates, total, random)];
     },
   };
 }

@@ -43,3 +43,40 @@ export type SelectionPolicy =
   | "random"
   | "ring_hash"
   | "maglev";
+
+/** The endpoints `usable` accepts, in their order, and their total weight. */
+export function usableWeighted<T extends Selectable>(
+  members: readonly T[],
+  usable: (endpoint: T) => boolean,
+): { candidates: T[]; total: number } {
+  const candidates: T[] = [];
+  let total = 0;
+  for (const endpoint of members) {
+    if (!usable(endpoint)) continue;
+    candidates.push(endpoint);
+    total += endpoint.weight;
+  }
+  return { candidates, total };
+}
+
+/**
+ * Draws the index of one candidate by weight, skipping the one at `skip`
+ * (whose weight `total` already leaves out); -1 when none is left.
+ */
+export function drawWeighted(
+  candidates: readonly Selectable[],
+  total: number,
+  random: () => number,
+  skip = -1,
+): number {
+  let remaining = random() * total;
+  let last = -1;
+  for (let i = 0; i < candidates.length; i++) {
+    if (i === skip) continue;
+    remaining -= candidates[i]!.weight;
+    if (remaining < 0) return i;
+    last = i;
+  }
+  // Rounding can leave a sliver past the last weight: it is the last's.
+  return last;
+}
