@@ -24,12 +24,13 @@ import {
   isHopByHop,
   withoutHopByHop,
 } from "../transport/headers.ts";
-import type {
-  ExchangeStats,
-  ExchangeTimeouts,
-  ExchangeTracker,
-  HttpTransport,
-  UpstreamResponse,
+import {
+  type ExchangeStats,
+  type ExchangeTimeouts,
+  type ExchangeTracker,
+  type HttpTransport,
+  IDEMPOTENT,
+  type UpstreamResponse,
 } from "../transport/http1/client.ts";
 import type { Cluster } from "../upstream/cluster.ts";
 import type { Endpoint } from "../upstream/endpoint.ts";
@@ -158,16 +159,6 @@ const STATUS_TEXT: Record<number, string> = {
 const HELD_BODY_BYTES = 64 * 1024;
 /** Retry backoff: full jitter over 25 ms doubling per retry, at most 250 ms (as Envoy). */
 const BACKOFF_MS = { base: 25, max: 250 } as const;
-
-/** Methods that may be sent twice without doing twice what they do (RFC 9110 9.2.2). */
-const IDEMPOTENT = new Set([
-  "GET",
-  "HEAD",
-  "OPTIONS",
-  "TRACE",
-  "PUT",
-  "DELETE",
-]);
 
 /**
  * Makes the handler of one HTTP listener. `router()` is read once per

@@ -120,8 +120,11 @@ export type Http1TransportOptions = PoolOptions;
 
 const SMALL_BODY_BYTES = 16 * 1024;
 
-/** Methods that may be sent again when a pooled connection turns out stale (RFC 9110 9.2.2). */
-const IDEMPOTENT = new Set([
+/**
+ * Methods that may be sent twice without doing twice what they do (RFC 9110
+ * 9.2.2): resent when a pooled connection turns out stale, and retried.
+ */
+export const IDEMPOTENT: ReadonlySet<string> = new Set([
   "GET",
   "HEAD",
   "OPTIONS",
