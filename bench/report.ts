@@ -1,6 +1,6 @@
 /**
  * The benchmark report: medians and ranges over repetitions, legate's ratios
- * to nginx, HAProxy and the Deno floor, the targets of issue 13, start-up and
+ * to nginx, HAProxy and the Deno floor, the performance targets, start-up and
  * memory, the machine description, BENCHMARKS.md (Markdown) and
  * bench/ratios.svg (a hand-written SVG bar chart, no chart library).
  * @module
@@ -292,14 +292,14 @@ function spread(values: readonly number[], unit: string): string {
   })`;
 }
 
-/** One target of issue 13: what is compared, the measured value and the bound. */
+/** One performance target: what is compared, the measured value and the bound. */
 interface Goal {
   readonly what: string;
   readonly measured: string;
   readonly met: boolean | undefined;
 }
 
-/** The targets of issue 13, each checked against this run's medians. */
+/** The performance targets, each checked against this run's medians. */
 function goals(
   input: ReportInput,
   summaries: { sc: Scenario; rows: Summary[] }[],
@@ -555,9 +555,9 @@ export function renderMarkdown(input: ReportInput): string {
     "",
     "![legate relative to nginx, HAProxy and the Deno floor](bench/ratios.svg)",
     "",
-    "## Targets of issue 13",
+    "## Performance targets",
     "",
-    "Each target of issue 13, checked against this run's medians (a single run on a shared machine: see the ranges below).",
+    "Each performance target, checked against this run's medians (a single run on a shared machine: see the ranges below).",
     "",
     "| target | measured | met |",
     "| --- | --- | --- |",

@@ -1,5 +1,5 @@
 /**
- * Response smuggling and desync through legate (issue 9).
+ * Response smuggling and desync through legate.
  *
  * The invariant: **one client never sees another client's response, nor bytes
  * an origin smuggled after a response.** A malicious origin written here with

@@ -1,5 +1,5 @@
 /**
- * HTTP listeners holding their own client connections (issue 9): running out
+ * HTTP listeners holding their own client connections: running out
  * of file descriptors is survived, a connection must send a request head
  * within the header timeout, idle connections are capped per listener, a
  * drain lets uploads finish, and a malformed chunked upload ends only its

@@ -1,5 +1,5 @@
 /**
- * Issue 10 end to end: legate resolving upstream names itself (A/AAAA and
+ * Resilience end to end: legate resolving upstream names itself (A/AAAA and
  * SRV, against dnsmasq on a loopback port), and the resilience of TCP
  * services (health checks, outlier ejection, retries, limits, source-IP
  * hashing), each through a real legate, real upstream servers and real

@@ -22,7 +22,7 @@ import {
 /** Records an error at the value of `path`. */
 export type Report = (path: readonly PropertyKey[], detail: string) => void;
 
-/** The keys of issue 10: how endpoints are chosen, checked and spared. */
+/** The resilience keys: how endpoints are chosen, checked and spared. */
 type Resilience = Pick<
   ServiceConfig,
   | "balance"
