@@ -417,14 +417,14 @@ class HeldWrites extends ScriptedStream {
   }
 }
 
-Deno.test("reads ahead while a write is on its way, at most 1 MiB, and sends what gathered as one chunk", async () => {
+Deno.test("reads ahead while a write is on its way, at most 2 MiB, and sends what gathered as one chunk", async () => {
   const chunk = new Uint8Array(64 * 1024).fill(0x61);
   let pulled = 0;
-  const seventeen = Promise.withResolvers<void>();
+  const thirtyThree = Promise.withResolvers<void>();
   const body = new ReadableStream<Uint8Array>({
     pull(controller) {
       if (pulled === 64) return controller.close();
-      if (++pulled === 17) seventeen.resolve();
+      if (++pulled === 33) thirtyThree.resolve();
       controller.enqueue(chunk);
     },
   }, { highWaterMark: 0 });
@@ -437,13 +437,13 @@ Deno.test("reads ahead while a write is on its way, at most 1 MiB, and sends wha
       null,
       progress,
     );
-    // The first chunk is being written; the next 16 (1 MiB) are read while
+    // The first chunk is being written; the next 32 (2 MiB) are read while
     // it waits, and then reading waits too.
-    await seventeen.promise;
+    await thirtyThree.promise;
     for (let turn = 0; turn < 5; turn++) {
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
-    assert.equal(pulled, 17, "no read past the read-ahead while writes wait");
+    assert.equal(pulled, 33, "no read past the read-ahead while writes wait");
     stream.release();
     assert.equal(await upload, 64 * chunk.length);
   } finally {
@@ -451,9 +451,9 @@ Deno.test("reads ahead while a write is on its way, at most 1 MiB, and sends wha
   }
   const writes = stream.wire.map((w) => new TextDecoder().decode(w));
   assert.equal(dechunk(writes.join("")).length, 64 * chunk.length);
-  // the first write is one chunk; the 16 read behind it go out as one
+  // the first write is one chunk; the 32 read behind it go out as one
   assert.ok(writes[0]!.startsWith("10000\r\n"));
-  assert.ok(writes[1]!.startsWith(`${(16 * chunk.length).toString(16)}\r\n`));
+  assert.ok(writes[1]!.startsWith(`${(32 * chunk.length).toString(16)}\r\n`));
   assert.ok(stream.writes < 64, `${stream.writes} writes`);
 });
 
