@@ -239,3 +239,23 @@ Deno.test("healthcheck exits 0 while legate answers and 5 when it does not", asy
   assert.equal(await legate.exit(), 0);
   assert.equal((await check()).code, 5, "nothing answers once stopped");
 });
+
+Deno.test("healthcheck gives up with exit 5 when the admin listener accepts but never answers", async () => {
+  // A listener that takes the connection and the request, and says nothing.
+  using silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = silent.accept();
+  const started = performance.now();
+  const output = await legateCommand([
+    "healthcheck",
+    "--admin",
+    `127.0.0.1:${(silent.addr as Deno.NetAddr).port}`,
+  ]).output();
+  const waited = performance.now() - started;
+  (await accepted).close();
+  assert.equal(output.code, 5);
+  assert.match(
+    new TextDecoder().decode(output.stderr),
+    /\/healthz on 127\.0\.0\.1:\d+ did not answer: no answer within 3000ms/,
+  );
+  assert.ok(waited >= 3_000, `gave up after ${waited} ms`);
+});
