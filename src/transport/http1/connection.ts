@@ -20,8 +20,18 @@ export interface ByteStream {
   close(): void;
 }
 
-/** The size of each read of body bytes. */
+/**
+ * The size of a connection's first read of body bytes, and of the reads after
+ * one that came back small.
+ */
 export const READ_CHUNK_BYTES = 64 * 1024;
+/**
+ * The largest read of body bytes. A read that fills its buffer makes the next
+ * one 4 times larger, up to this: each chunk costs the same to pass through
+ * JavaScript into Deno's server whatever its size, and 10 MiB downloads ran at
+ * 0.87–0.94 GB/s in 64 KiB chunks, 1.26–1.32 GB/s in 1 MiB ones.
+ */
+export const MAX_READ_CHUNK_BYTES = 1024 * 1024;
 
 /** One upstream connection and the bytes read from it but not yet used. */
 export class Http1Connection {
@@ -46,6 +56,8 @@ export class Http1Connection {
   #pendingRead: Promise<number | null> | null = null;
   #pendingSettled = false;
   #inPool = false;
+  /** The size of the next read of body bytes. */
+  #readBytes = READ_CHUNK_BYTES;
 
   /** Wraps `conn`. */
   constructor(conn: ByteStream) {
@@ -171,7 +183,12 @@ export class Http1Connection {
     }
   }
 
-  /** Copies out up to `max` buffered bytes, or reads a fresh chunk; null at EOF. */
+  /**
+   * Copies out up to `max` buffered bytes, or reads a fresh chunk; null at
+   * EOF. Reads grow while they come back full (see
+   * {@linkcode MAX_READ_CHUNK_BYTES}); a small read after large ones is
+   * copied out, so that a few bytes never hold a large buffer.
+   */
   async readChunk(max: number): Promise<Uint8Array | null> {
     if (this.#end > this.#start) {
       const n = Math.min(max, this.#end - this.#start);
@@ -179,10 +196,16 @@ export class Http1Connection {
       this.#start += n;
       return chunk;
     }
-    const chunk = new Uint8Array(Math.min(max, READ_CHUNK_BYTES));
+    const chunk = new Uint8Array(Math.min(max, this.#readBytes));
     const n = await this.conn.read(chunk);
     if (n === null) return null;
     this.receivedAny = true;
+    if (n === this.#readBytes) {
+      this.#readBytes = Math.min(n * 4, MAX_READ_CHUNK_BYTES);
+    } else if (chunk.length > READ_CHUNK_BYTES && n <= chunk.length / 4) {
+      this.#readBytes = READ_CHUNK_BYTES;
+      return chunk.slice(0, n);
+    }
     return chunk.subarray(0, n);
   }
 

@@ -213,6 +213,30 @@ Deno.test("readChunk never reads past what it is asked for", async () => {
   assert.equal(stream.undelivered, 0);
 });
 
+Deno.test("readChunk reads more at a time while reads come back full, and copies out a small read after large ones", async () => {
+  const KiB = 1024;
+  // Four full reads (64 KiB, 256 KiB, 1 MiB, 1 MiB), 100 bytes, then 128 KiB
+  // at once, which the next read takes in 64 KiB again.
+  const segments = [64, 256, 1024, 1024, 100 / KiB, 128].map((k) => k * KiB);
+  let next = 0;
+  const total = segments.reduce((sum, size) => sum + size, 0);
+  const stream = new ScriptedStream(new Uint8Array(total), {
+    segment: (remaining) => Math.min(segments[next++] ?? remaining, remaining),
+  });
+  const connection = new Http1Connection(stream);
+  const chunks: Uint8Array[] = [];
+  for (let chunk; (chunk = await connection.readChunk(Infinity)) !== null;) {
+    chunks.push(chunk);
+  }
+  const expected = [64, 256, 1024, 1024, 100 / KiB, 64, 64].map((k) => k * KiB);
+  assert.deepEqual(chunks.map((c) => c.length), expected);
+  assert.deepEqual(
+    chunks.map((c) => c.buffer.byteLength),
+    expected,
+    "each chunk holds only its own bytes",
+  );
+});
+
 Deno.test("close closes the socket once", () => {
   const { stream, connection } = over("");
   connection.close();
