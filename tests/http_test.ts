@@ -371,6 +371,63 @@ Deno.test("cuts the client's response when the upstream resets mid-body", async 
   await assert.rejects(response.text());
 });
 
+Deno.test("a client that stops reading holds the upstream back, and the download goes on when it reads again", async () => {
+  const total = 256 * 1024 * 1024;
+  let made = 0;
+  await using upstream = startServer(() =>
+    new Response(
+      generatedStream(total).pipeThrough(
+        new TransformStream({
+          transform(chunk, controller) {
+            made += chunk.length;
+            controller.enqueue(chunk);
+          },
+        }),
+      ),
+    )
+  );
+  await using l = await startLegate({ "svc.yaml": route(upstream.url) });
+  const client = await connectTo(l.address("svc"));
+  try {
+    await client.write(
+      encoder.encode(
+        "GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n",
+      ),
+    );
+    // The client reads nothing: the upstream must come to a stop, once the
+    // sockets' buffers and legate's (a chunk of at most 1 MiB and one read
+    // ahead) are full.
+    let last = -1;
+    let still = 0;
+    for (let poll = 0; poll < 300 && still < 5; poll++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      still = made === last ? still + 1 : 0;
+      last = made;
+    }
+    assert.equal(still, 5, `the upstream never stopped (${made} bytes made)`);
+    assert.ok(made < 64 * 1024 * 1024, `${made} bytes left the upstream`);
+    // Reading again takes the whole body, which ends with the last chunk.
+    const buffer = new Uint8Array(1024 * 1024);
+    let received = 0;
+    let tail = "";
+    for (
+      let n = await client.read(buffer);
+      n !== null;
+      n = await client.read(buffer)
+    ) {
+      received += n;
+      tail = (tail +
+        new TextDecoder().decode(buffer.subarray(Math.max(0, n - 7), n)))
+        .slice(-7);
+    }
+    assert.equal(made, total);
+    assert.ok(received > total, `${received} bytes received`);
+    assert.equal(tail, "\r\n0\r\n\r\n");
+  } finally {
+    client.close();
+  }
+});
+
 Deno.test("a client that goes away mid-download cancels the upstream body", async () => {
   let cancelled = false;
   await using upstream = startServer(() =>
