@@ -1,79 +1,15 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { makeCa } from "./_certificates.ts";
 import { freePort, spawnLegate, writeRoutes } from "./_helpers.ts";
 
-/** A certificate authority and a certificate it signed for localhost. */
-async function makeCertificates(): Promise<
-  { dir: string; ca: string; cert: string; key: string }
-> {
-  const dir = await Deno.makeTempDir({ prefix: "legate-tls-" });
-  const openssl = async (args: string[]) => {
-    const output = await new Deno.Command("openssl", {
-      args,
-      cwd: dir,
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-  };
-  await openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=legate test CA",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-  ]);
-  await openssl([
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-subj",
-    "/CN=localhost",
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.csr",
-  ]);
-  await Deno.writeTextFile(
-    join(dir, "san.ext"),
-    "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-  );
-  await openssl([
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    "san.ext",
-    "-out",
-    "server.pem",
-  ]);
-  return {
-    dir,
-    ca: join(dir, "ca.pem"),
-    cert: await Deno.readTextFile(join(dir, "server.pem")),
-    key: await Deno.readTextFile(join(dir, "server.key")),
-  };
-}
-
 Deno.test("reaches https:// and tls:// upstreams, verifying their certificates", async () => {
-  const tls = await makeCertificates();
+  await using ca = await makeCa();
+  const issued = await ca.issue("server", { cn: "localhost" });
+  const tls = {
+    ca: ca.ca,
+    cert: await Deno.readTextFile(issued.cert),
+    key: await Deno.readTextFile(issued.key),
+  };
   let host = "";
   const https = Deno.serve(
     {
@@ -144,5 +80,4 @@ Deno.test("reaches https:// and tls:// upstreams, verifying their certificates",
   echo.close();
   await echoing;
   await Deno.remove(routes, { recursive: true });
-  await Deno.remove(tls.dir, { recursive: true });
 });
