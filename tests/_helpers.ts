@@ -194,6 +194,33 @@ export async function drainGenerated(
   return { bytes, intact };
 }
 
+/**
+ * Sends `bytes` zero bytes to `address`, half-closes, and returns how many
+ * came back before the far end closed (an echo through a TCP route).
+ */
+export async function echoedThrough(
+  address: string,
+  bytes: number,
+): Promise<number> {
+  const conn = await connectTo(address);
+  try {
+    await conn.write(new Uint8Array(bytes));
+    await conn.closeWrite();
+    let echoed = 0;
+    const buffer = new Uint8Array(4096);
+    for (
+      let n = await conn.read(buffer);
+      n !== null;
+      n = await conn.read(buffer)
+    ) {
+      echoed += n;
+    }
+    return echoed;
+  } finally {
+    conn.close();
+  }
+}
+
 /** Runs the legate CLI with the flags of `deno task start`, from a temporary working directory. */
 export function legateCommand(
   args: string[],

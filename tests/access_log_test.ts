@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { AccessLog } from "../src/server/access_log.ts";
 import {
-  connectTo,
   echoBytes,
+  echoedThrough,
   freePort,
   legateCommand,
   rawHttp,
@@ -53,20 +53,7 @@ async function sendTraffic(ports: { web: number; down: number; echo: number }) {
   const down = await fetch(`http://127.0.0.1:${ports.down}/x`);
   await down.body?.cancel();
   assert.equal(down.status, 502);
-  const conn = await connectTo(`127.0.0.1:${ports.echo}`);
-  await conn.write(new Uint8Array(777));
-  await conn.closeWrite();
-  let echoed = 0;
-  const buffer = new Uint8Array(4096);
-  for (
-    let n = await conn.read(buffer);
-    n !== null;
-    n = await conn.read(buffer)
-  ) {
-    echoed += n;
-  }
-  conn.close();
-  assert.equal(echoed, 777);
+  assert.equal(await echoedThrough(`127.0.0.1:${ports.echo}`, 777), 777);
   // Each client learns its request's ID, legate's own answers included.
   return [get, post, unmatched, down].map((r) => r.headers.get("x-request-id"));
 }

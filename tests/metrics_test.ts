@@ -3,6 +3,7 @@ import {
   assertPromtoolAccepts,
   connectTo,
   echoBytes,
+  echoedThrough,
   freePort,
   startLegate,
   startServer,
@@ -26,18 +27,7 @@ Deno.test("/metrics counts requests, latency, upstream errors, TCP connections a
   }
   await (await fetch(`http://${l.address("web")}/elsewhere`)).text();
   await (await fetch(`http://${l.address("down")}/`)).text();
-  const conn = await connectTo(l.address("echo"));
-  await conn.write(new Uint8Array(1000));
-  await conn.closeWrite();
-  let echoed = 0;
-  const buffer = new Uint8Array(4096);
-  for (
-    let n = await conn.read(buffer);
-    n !== null;
-    n = await conn.read(buffer)
-  ) echoed += n;
-  conn.close();
-  assert.equal(echoed, 1000);
+  assert.equal(await echoedThrough(l.address("echo"), 1000), 1000);
 
   const admin = `http://127.0.0.1:${
     (l.legate.admin.addr as Deno.NetAddr).port
