@@ -31,7 +31,7 @@ export const READ_CHUNK_BYTES = 64 * 1024;
  * JavaScript into Deno's server whatever its size, and 10 MiB downloads ran at
  * 0.87–0.94 GB/s in 64 KiB chunks, 1.26–1.32 GB/s in 1 MiB ones.
  */
-export const MAX_READ_CHUNK_BYTES = 1024 * 1024;
+const MAX_READ_CHUNK_BYTES = 1024 * 1024;
 
 /** One upstream connection and the bytes read from it but not yet used. */
 export class Http1Connection {
@@ -186,7 +186,7 @@ export class Http1Connection {
   /**
    * Copies out up to `max` buffered bytes, or reads a fresh chunk; null at
    * EOF. Reads grow while they come back full (see
-   * {@linkcode MAX_READ_CHUNK_BYTES}); a small read after large ones is
+   * MAX_READ_CHUNK_BYTES); a small read after large ones is
    * copied out, so that a few bytes never hold a large buffer.
    */
   async readChunk(max: number): Promise<Uint8Array | null> {
