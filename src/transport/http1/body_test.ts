@@ -321,6 +321,40 @@ Deno.test("finishes once when a finished body is cancelled afterwards", async ()
   assert.deepEqual(finishes, [true]);
 });
 
+Deno.test("reads one chunk of a response body ahead of its reader, and no more", async () => {
+  const head = "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n";
+  let segments = 0;
+  const stream = new ScriptedStream(`${head}aaaaabbbbbccccc`, {
+    // The head in one read, then the body 5 bytes a read.
+    segment: (remaining) =>
+      segments++ === 0 ? head.length : Math.min(5, remaining),
+    afterEnd: "fail",
+  });
+  const connection = new Http1Connection(stream);
+  const parsed = parseResponseHead(await connection.readHead(), "GET");
+  const body = responseBodyStream(
+    connection,
+    parsed.framing,
+    60_000,
+    "test",
+    () => {},
+  );
+  const turns = async () => {
+    for (let turn = 0; turn < 5; turn++) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  };
+  await turns();
+  assert.equal(stream.reads, 2, "the head, and one chunk ahead of the reader");
+  const reader = body.getReader();
+  assert.equal(text((await reader.read()).value!), "aaaaa");
+  await turns();
+  assert.equal(stream.reads, 3, "the next chunk, once the first was taken");
+  assert.equal(text((await reader.read()).value!), "bbbbb");
+  assert.equal(text((await reader.read()).value!), "ccccc");
+  assert.equal((await reader.read()).done, true);
+});
+
 /** Writes `chunks` as a request body and returns the bytes on the wire. */
 async function uploaded(
   chunks: (string | Uint8Array)[],
