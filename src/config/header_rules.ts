@@ -8,7 +8,6 @@
  * the caller; it knows nothing of other files.
  * @module
  */
-import { isHopByHop } from "../transport/headers.ts";
 import { formatKeyPath } from "./errors.ts";
 import {
   type ReferenceSource,
@@ -21,6 +20,20 @@ import type { HeaderRulesConfig, ServiceConfig } from "./service.ts";
 
 /** An HTTP token (RFC 9110): what a header name is made of. */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * Headers that describe one connection or the message's framing: the HTTP
+ * code sets them, and a rule that changed them would break the exchange.
+ */
+const FRAMING = new Set([
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+]);
 
 /** Headers legate sets on each try or response, which rules never touch. */
 const MANAGED: Record<"request" | "response", ReadonlySet<string>> = {
@@ -59,9 +72,7 @@ export function buildHeaderRules(
       const name = written.toLowerCase();
       const problem = !HEADER_NAME.test(written)
         ? `"${written}" is not a header name (use letters, digits and !#$%&'*+.^_\`|~-)`
-        // Framing and hop-by-hop headers: the HTTP code sets them, and a rule
-        // that changed them would break the exchange.
-        : isHopByHop(name) || name === "content-length"
+        : FRAMING.has(name) || name.startsWith("proxy-")
         ? `"${written}" belongs to the connection, not to the message: legate manages it`
         : MANAGED[direction].has(name)
         ? `"${written}" is set by legate on every ${direction} (tracing and request IDs): rules cannot change it`
